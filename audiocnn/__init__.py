@@ -1,0 +1,2 @@
+"""audiocnn: audio classification with convolutional networks on spectrograms."""
+__version__ = "0.1.0"

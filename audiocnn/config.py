@@ -1,0 +1,424 @@
+"""Recipes: plain YAML validated against typed dataclasses.
+
+A recipe has the sections ``data``, ``frontend``, ``augment``, ``model``,
+``optim`` and ``trainer``. Every field has a visible default below. Unknown
+keys are errors that name the key and suggest the closest valid one; values
+are coerced to the declared type (so ``lr: 1e-3`` is a float even though YAML
+1.1 reads it as a string); strings may use ``${VAR}`` and ``${VAR:-default}``.
+
+Example:
+    >>> cfg = load_config("recipes/digits.yaml", ["optim.lr=3e-4"])
+    >>> cfg.optim.lr
+    0.0003
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+__all__ = [
+    "AugmentConfig", "Config", "ConfigError", "DataConfig", "FrontendConfig", "ModelConfig",
+    "OptimConfig", "TrainerConfig", "config_from_dict", "config_to_dict", "expand_env",
+    "load_config", "save_config",
+]
+
+Task = Literal["multiclass", "binary", "multilabel", "regression"]
+
+
+class ConfigError(ValueError):
+    """A recipe or override is invalid; the message says where and what to do."""
+
+
+@dataclass
+class DataConfig:
+    """Where the audio comes from, how it is split, cut and batched."""
+
+    name: str = "synthetic"
+    """Registered dataset: synthetic, folder, manifest, fsdd, esc10, esc50, ravdess, gtzan, speech_commands."""
+    root: str = ""
+    """Dataset folder (``${AUDIOCNN_DATA:-data}/fsdd``)."""
+    manifest: str = ""
+    """CSV for ``name: manifest`` (columns path, label(s), optional split/fold/group)."""
+    task: Task = "multiclass"
+    label_columns: list[str] = field(default_factory=lambda: ["label"])
+    """Manifest columns holding labels (multilabel: several 0/1 columns or one ';'-separated column;
+    regression: numeric target columns)."""
+    sample_rate: int = 16000
+    duration: float = 1.0
+    """Seconds per example: random crop in training, zero-padded when shorter."""
+    eval_crop: Literal["center", "windows"] = "center"
+    """Evaluation: one centre crop, or sliding windows aggregated per clip."""
+    window_hop: float = 0.5
+    """Seconds between sliding windows (``eval_crop: windows``, ``predict``)."""
+    test_fold: Optional[int] = None
+    """Fold-based datasets (ESC): the held-out fold."""
+    val_fold: Optional[int] = None
+    """Fold-based datasets: validation fold (default: the fold after ``test_fold``)."""
+    test_groups: list[str] = field(default_factory=list)
+    """Group-held-out test set (e.g. RAVDESS actors ``["13", "14", "15", "16"]``)."""
+    val_fraction: float = 0.1
+    """Share of the training groups (speakers, actors) kept for validation when no official one exists."""
+    test_fraction: float = 0.1
+    """Share held out for testing when a dataset has no official test split (folder, GTZAN, manifest)."""
+    split_seed: int = 0
+    batch_size: int = 32
+    num_workers: int = 0
+    cache_dir: str = "${AUDIOCNN_CACHE:-~/.cache/audiocnn}"
+    """Decoded, resampled audio is cached here (``""`` disables the disk cache)."""
+    on_error: Literal["raise", "skip"] = "raise"
+    """A bad audio file: stop before training with a list of bad files, or skip them with a warning."""
+    num_classes: int = 8
+    """``synthetic`` only: number of classes."""
+    num_per_class: int = 60
+    """``synthetic`` only: clips per class."""
+
+
+@dataclass
+class FrontendConfig:
+    """Waveform -> spectrogram, as an ``nn.Module`` on the model's device.
+
+    Argument names follow torchaudio. ``center``, ``pad_mode``, ``norm`` and ``mel_scale`` are
+    explicit because librosa, torchaudio and nnAudio default differently.
+    """
+
+    kind: Literal["stft", "mel", "logmel", "mfcc", "cqt", "waveform"] = "logmel"
+    backend: Literal["torch", "nnaudio", "librosa", "torchaudio"] = "torch"
+    n_fft: int = 1024
+    win_length: Optional[int] = None
+    hop_length: int = 256
+    window: str = "hann"
+    center: bool = True
+    pad_mode: str = "constant"
+    power: float = 2.0
+    n_mels: int = 64
+    f_min: float = 0.0
+    f_max: Optional[float] = None
+    norm: Optional[str] = "slaney"
+    mel_scale: Literal["slaney", "htk"] = "slaney"
+    log: Literal["db", "log"] = "db"
+    """``db``: 10*log10(max(S, amin)) (librosa.power_to_db, ref=1); ``log``: ln(S + log_offset)."""
+    amin: float = 1e-10
+    log_offset: float = 1e-6
+    top_db: Optional[float] = None
+    n_mfcc: int = 20
+    n_bins: int = 84
+    """CQT: number of bins."""
+    bins_per_octave: int = 12
+    normalize: Literal["none", "per_frequency"] = "per_frequency"
+    """Per-frequency mean/std, estimated on the training split only."""
+
+
+@dataclass
+class AugmentConfig:
+    """Augmentation; applied only while the model is training."""
+
+    freq_masks: int = 0
+    freq_mask_param: int = 8
+    time_masks: int = 0
+    time_mask_param: int = 16
+    mixup_alpha: float = 0.0
+    """Mixup Beta(alpha, alpha) on spectrograms and targets; 0 disables."""
+    gain_db: float = 0.0
+    """Random gain in [-gain_db, +gain_db] dB on the waveform; 0 disables."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "cnn_small"
+    """A registered model (``audiocnn list-models``)."""
+    args: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for the model constructor (checked against its signature)."""
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["adamw", "adam", "sgd", "rmsprop"] = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    momentum: float = 0.9
+    scheduler: Literal["none", "cosine", "onecycle", "step"] = "cosine"
+    warmup_epochs: int = 0
+    step_size: int = 10
+    """``step``: epochs between decays."""
+    gamma: float = 0.1
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 30
+    device: str = "auto"
+    """``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:1`` ..."""
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Mixed precision for the model (bf16 works on CPUs with AMX); the front-end stays float32."""
+    channels_last: bool = False
+    grad_clip: float = 0.0
+    """Clip the gradient norm to this value; 0 disables."""
+    monitor: str = "val_accuracy"
+    """Metric for the best checkpoint and early stopping (a column of metrics.csv)."""
+    monitor_mode: Literal["max", "min"] = "max"
+    early_stopping: int = 0
+    """Stop after this many epochs without improvement of ``monitor``; 0 disables."""
+    seed: int = 0
+    deterministic: bool = True
+    output_dir: str = "runs"
+    max_steps_per_epoch: int = 0
+    """Cap on training steps per epoch (smoke tests); 0 means a full epoch."""
+    progress: Literal["auto", "always", "never"] = "auto"
+    """Progress bars: ``auto`` shows them only on a terminal."""
+    top_k: int = 3
+
+
+@dataclass
+class Config:
+    name: str = ""
+    """Recipe name: the run folder is ``runs/<name>/<timestamp>/`` (default: the recipe file's stem)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    frontend: FrontendConfig = field(default_factory=FrontendConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+# ----------------------------------------------------------------------------------------------
+# Environment variables
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: str) -> str:
+    """Expand ``${VAR}`` and ``${VAR:-default}`` (and a leading ``~``) in a string.
+
+    An unset variable without a default is an error, so a recipe never silently reads ``/fsdd``.
+    """
+
+    def sub(m: re.Match) -> str:
+        name, default = m.group(1), m.group(2)
+        val = os.environ.get(name)
+        if val:
+            return val
+        if default is not None:
+            return default
+        raise ConfigError(f"environment variable ${{{name}}} is not set; set it or write ${{{name}:-default}}")
+
+    out = _ENV.sub(sub, value)
+    return os.path.expanduser(out) if out.startswith("~") else out
+
+
+# ----------------------------------------------------------------------------------------------
+# Dict <-> dataclass with type coercion
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Coerce a YAML value to the annotated type ``tp`` or raise a ConfigError naming ``where``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        if isinstance(value, str) and value.lower() in ("null", "none") and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
+    if origin is Literal:
+        if value in args:
+            return value
+        close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}{hint}")
+    if origin is list:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, args[0] if args else Any, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {str(k): _expand_any(v) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                f = float(value)
+            except ValueError:
+                pass
+            else:
+                if f.is_integer():
+                    return int(f)
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return expand_env(str(value))
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        return _build(tp, value, where)
+    raise ConfigError(f"{where}: unsupported type {_type_name(tp)}")
+
+
+def _expand_any(value: Any) -> Any:
+    if isinstance(value, str):
+        return expand_env(value)
+    if isinstance(value, list):
+        return [_expand_any(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand_any(v) for k, v in value.items()}
+    return value
+
+
+def _unknown_key(key: str, valid: list[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    full = f"{where}.{key}" if where else key
+    return ConfigError(f"unknown key '{full}'; {hint}valid keys: {', '.join(valid)}")
+
+
+def _build(cls: type, data: dict, where: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise _unknown_key(str(key), names, where)
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}" if where else key)
+    obj = cls(**kwargs)
+    # defaults that use ${VAR} are expanded too
+    for f in dataclasses.fields(cls):
+        if f.name not in kwargs and isinstance(getattr(obj, f.name), str):
+            setattr(obj, f.name, expand_env(getattr(obj, f.name)))
+    return obj
+
+
+def config_from_dict(data: dict) -> Config:
+    """Build a validated :class:`Config` from a plain mapping (a parsed recipe)."""
+    return _build(Config, data or {}, "")
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """The resolved config as plain Python types (for YAML and checkpoints)."""
+    return dataclasses.asdict(cfg)
+
+
+# ----------------------------------------------------------------------------------------------
+# Overrides
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b.c=value`` overrides (values parsed as YAML) to a nested mapping.
+
+    Unknown keys are rejected against the dataclass schema, at any depth; keys under a free-form
+    mapping (``model.args.*``) are accepted.
+    """
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.sub=value (for example optim.lr=3e-4)")
+        path, raw = item.split("=", 1)
+        keys = [k for k in path.strip().split(".") if k]
+        if not keys:
+            raise ConfigError(f"override {item!r} has an empty key")
+        value = yaml.safe_load(raw) if raw.strip() else ""
+        cls: Any = Config
+        node = data
+        for depth, key in enumerate(keys):
+            last = depth == len(keys) - 1
+            if cls is not None:
+                names = [f.name for f in dataclasses.fields(cls)]
+                if key not in names:
+                    raise _unknown_key(key, names, ".".join(keys[:depth]))
+                tp = typing.get_type_hints(cls)[key]
+                cls = tp if dataclasses.is_dataclass(tp) else None
+                if not last and cls is None and typing.get_origin(tp) is not dict:
+                    raise ConfigError(f"override {item!r}: {'.'.join(keys[:depth + 1])} is not a section")
+            if last:
+                node[key] = value
+            else:
+                child = node.get(key)
+                if not isinstance(child, dict):
+                    child = {}
+                    node[key] = child
+                node = child
+    return data
+
+
+# ----------------------------------------------------------------------------------------------
+# Files
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> Config:
+    """Read a YAML recipe (safe loader), apply dotted overrides and validate.
+
+    Raises:
+        ConfigError: naming the file and the key when something is wrong.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe {path} not found; recipes live in recipes/ (try recipes/quickstart.yaml)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a recipe must be a mapping of sections (data, frontend, model, ...)")
+    try:
+        data = apply_overrides(data, list(overrides or []))
+        cfg = config_from_dict(data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    if not cfg.name:
+        cfg.name = path.stem
+    return cfg
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML, atomically."""
+    from audiocnn.utils import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
