@@ -192,11 +192,12 @@ class Config:
 # ----------------------------------------------------------------------------------------------
 # Environment variables
 
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+# Innermost ${...} first, so defaults may nest: ${AUDIOCNN_RAVDESS:-${AUDIOCNN_DATA:-data}/ravdess}.
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^${}]*))?\}")
 
 
 def expand_env(value: str) -> str:
-    """Expand ``${VAR}`` and ``${VAR:-default}`` (and a leading ``~``) in a string.
+    """Expand ``${VAR}`` and ``${VAR:-default}`` (defaults may nest) and a leading ``~``.
 
     An unset variable without a default is an error, so a recipe never silently reads ``/fsdd``.
     """
@@ -210,7 +211,9 @@ def expand_env(value: str) -> str:
             return default
         raise ConfigError(f"environment variable ${{{name}}} is not set; set it or write ${{{name}:-default}}")
 
-    out = _ENV.sub(sub, value)
+    out, prev = value, None
+    while out != prev:
+        prev, out = out, _ENV.sub(sub, out)
     return os.path.expanduser(out) if out.startswith("~") else out
 
 
@@ -329,6 +332,9 @@ def _build(cls: type, data: dict, where: str) -> Any:
         if key not in names:
             raise _unknown_key(str(key), names, where)
         kwargs[key] = _coerce(value, hints[key], f"{where}.{key}" if where else key)
+    for f in dataclasses.fields(cls):  # absent sections still get their defaults expanded
+        if f.name not in kwargs and dataclasses.is_dataclass(hints[f.name]):
+            kwargs[f.name] = _build(hints[f.name], {}, f"{where}.{f.name}" if where else f.name)
     obj = cls(**kwargs)
     # defaults that use ${VAR} are expanded too
     for f in dataclasses.fields(cls):

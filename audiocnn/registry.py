@@ -37,8 +37,8 @@ class Registry(Generic[F]):
     def get(self, name: str) -> F:
         if name not in self._items:
             close = difflib.get_close_matches(name, list(self._items), n=3)
-            hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise KeyError(f"unknown {self.kind} {name!r}.{hint} Known: {', '.join(sorted(self._items))}")
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise KeyError(f"unknown {self.kind} {name!r}{hint}; known: {', '.join(sorted(self._items))}")
         return self._items[name]
 
     def names(self, pattern: str = "*") -> list[str]:

@@ -1,0 +1,5 @@
+import sys
+
+from audiocnn.cli import main
+
+sys.exit(main())

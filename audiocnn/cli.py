@@ -1,0 +1,187 @@
+"""The ``audiocnn`` command line. Flags are sugar for config fields; recipes hold the settings.
+
+    audiocnn train recipes/digits.yaml optim.lr=3e-4 trainer.epochs=5
+    audiocnn train --resume runs/digits/20260101-120000
+    audiocnn evaluate runs/digits/<run> [--split test] [--checkpoint best]
+    audiocnn predict runs/digits/<run> some.wav folder/ [--top-k 3] [--json out.json]
+    audiocnn summary recipes/genre.yaml | MODEL --input-shape 1,1,64,101
+    audiocnn data download NAME [--root data] [--mirror URL]
+    audiocnn list-models [PATTERN]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from audiocnn.config import load_config
+    from audiocnn.engine import train
+
+    if args.resume:
+        if args.recipe or args.overrides:
+            raise SystemExit("--resume takes the run folder only; the run's saved config.yaml is used as is")
+        run_dir = train(None, resume=args.resume)
+    else:
+        if not args.recipe:
+            raise SystemExit("usage: audiocnn train RECIPE.yaml [key.sub=value ...]  or  audiocnn train --resume RUN_DIR")
+        cfg = load_config(args.recipe, args.overrides)
+        run_dir = train(cfg)
+    print(f"run folder: {run_dir}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from audiocnn.evaluation.evaluate import evaluate_run
+
+    evaluate_run(args.run_dir, split=args.split, checkpoint=args.checkpoint, device=args.device)
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from audiocnn.evaluation.predict import predict_files
+    from audiocnn.utils import atomic_write_text
+
+    results = predict_files(args.run_dir, args.inputs, top_k=args.top_k, checkpoint=args.checkpoint,
+                            device=args.device, hop=args.hop)
+    if not results:
+        print("no audio files found in the inputs", file=sys.stderr)
+        return 1
+    failed = 0
+    for r in results:
+        if "error" in r:
+            failed += 1
+            print(f"{r['path']}: ERROR {r['error']}")
+        elif "top" in r:
+            print(f"{r['path']}: " + " | ".join(f"{label} {100 * p:.1f}%" for label, p in r["top"]))
+        else:
+            print(f"{r['path']}: " + " | ".join(f"{k} {v:.4f}" for k, v in r["values"].items()))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0 if failed < len(results) else 1
+
+
+def _cmd_summary(args: argparse.Namespace) -> int:
+    import torch
+
+    from audiocnn.models import create_model, list_models
+    from audiocnn.models.summary import format_summary, model_summary
+
+    target = args.target
+    if target.endswith((".yaml", ".yml")) or Path(target).is_file():
+        from audiocnn.config import load_config
+        from audiocnn.models.classifier import build_classifier, num_outputs
+
+        cfg = load_config(target, args.overrides)
+        n_labels = args.num_classes or cfg.data.num_classes
+        labels = [str(i) for i in range(n_labels)]
+        model = build_classifier(cfg, labels)
+        n = int(round(cfg.data.duration * cfg.data.sample_rate))
+        example = torch.zeros(args.batch_size, n)
+        title = (f"{target}: {cfg.model.name} on {cfg.frontend.kind} ({cfg.frontend.backend}), "
+                 f"{num_outputs(cfg.data.task, labels)} outputs, input {args.batch_size}x{n} samples")
+    else:
+        if target not in list_models():
+            raise SystemExit(f"{target!r} is neither a recipe file nor a registered model; models: {', '.join(list_models())}")
+        shape = tuple(int(s) for s in args.input_shape.split(","))
+        kwargs = {"num_classes": args.num_classes or 10, "in_chans": shape[1]}
+        model = create_model(target, **kwargs)
+        example = torch.zeros(*shape)
+        title = f"{target}: input {'x'.join(map(str, shape))}"
+    print(format_summary(model_summary(model, example, max_depth=args.depth), title=title))
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from audiocnn.data.download import download
+
+    path = download(args.name, args.root, mirror=args.mirror, force=args.force)
+    print(f"{args.name} is ready at {path}")
+    return 0
+
+
+def _cmd_list_models(args: argparse.Namespace) -> int:
+    from audiocnn.models import list_models
+
+    print("\n".join(list_models(args.pattern)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="audiocnn", description="Audio classification with CNNs on spectrograms.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a recipe (or resume a run)")
+    t.add_argument("recipe", nargs="?", help="recipe YAML, e.g. recipes/digits.yaml")
+    t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=3e-4 trainer.epochs=5")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("evaluate", help="metrics, confusion matrix and per-class report for a run")
+    e.add_argument("run_dir")
+    e.add_argument("--split", default="test", choices=["test", "val", "train"])
+    e.add_argument("--checkpoint", default="best", help="best, last, or a .pt path")
+    e.add_argument("--device", default=None)
+    e.set_defaults(func=_cmd_evaluate)
+
+    pr = sub.add_parser("predict", help="top-k labels for audio files or folders")
+    pr.add_argument("run_dir")
+    pr.add_argument("inputs", nargs="+", help="audio files or folders")
+    pr.add_argument("--top-k", type=int, default=3)
+    pr.add_argument("--hop", type=float, default=None, help="seconds between windows (default: the recipe's)")
+    pr.add_argument("--checkpoint", default="best")
+    pr.add_argument("--device", default=None)
+    pr.add_argument("--json", help="also write the results to this JSON file")
+    pr.set_defaults(func=_cmd_predict)
+
+    s = sub.add_parser("summary", help="layer table: output shapes and parameter counts")
+    s.add_argument("target", help="a recipe YAML or a registered model name")
+    s.add_argument("overrides", nargs="*", help="dotted overrides for a recipe")
+    s.add_argument("--input-shape", default="1,1,64,101", help="for a model name: batch,channels,height,width")
+    s.add_argument("--num-classes", type=int, default=0)
+    s.add_argument("--batch-size", type=int, default=1)
+    s.add_argument("--depth", type=int, default=3, help="nesting depth of the table")
+    s.set_defaults(func=_cmd_summary)
+
+    d = sub.add_parser("data", help="dataset tools")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    dl = dsub.add_parser("download", help="download and unpack a built-in dataset (checksummed, resumable)")
+    dl.add_argument("name", help="fsdd, esc50, esc10, ravdess, gtzan or speech_commands")
+    dl.add_argument("--root", default="data", help="folder that receives <name>/ (default: data)")
+    dl.add_argument("--mirror", default=None, help="base URL of a mirror holding the archive files")
+    dl.add_argument("--force", action="store_true", help="download again even if the data is present")
+    dl.set_defaults(func=_cmd_data)
+
+    lm = sub.add_parser("list-models", help="registered model names")
+    lm.add_argument("pattern", nargs="?", default="*")
+    lm.set_defaults(func=_cmd_list_models)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from audiocnn.config import ConfigError
+
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; `audiocnn train --resume RUN_DIR` continues from the last checkpoint", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - known user-facing errors print one clear line
+        name = type(e).__name__
+        if name in ("DataError", "AudioError", "DownloadError", "CheckpointError") or isinstance(e, (KeyError, TypeError, ValueError)):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

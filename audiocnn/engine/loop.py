@@ -1,0 +1,290 @@
+"""The training engine: one explicit loop, readable top to bottom in :func:`train`.
+
+    audiocnn train recipes/digits.yaml optim.lr=3e-4
+    audiocnn train --resume runs/digits/20260101-120000
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from audiocnn.config import Config, config_from_dict, config_to_dict, save_config
+from audiocnn.engine.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from audiocnn.engine.logging import RunLogger, make_run_dir, write_env, write_json
+from audiocnn.engine.tasks import task_loss, task_outputs
+from audiocnn.evaluation.metrics import compute_metrics
+from audiocnn.models.classifier import AudioClassifier, build_classifier
+from audiocnn.utils import pick_device, seed_everything, show_progress
+
+__all__ = ["Data", "evaluate_loader", "load_data", "train"]
+
+
+@dataclass
+class Data:
+    """Everything the loop needs from the data side."""
+
+    splits: Any  # audiocnn.data.Splits
+    loaders: dict[str, torch.utils.data.DataLoader]
+    cache: Any  # audiocnn.data.AudioCache
+
+
+def load_data(cfg: Config, *, log=print) -> Data:
+    """Build the splits, decode every file once (bad files reported before any epoch), make loaders."""
+    from audiocnn.data import AudioCache, build_loaders, build_splits, prepare
+
+    splits = build_splits(cfg.data)
+    cache = AudioCache(cfg.data.cache_dir or None, cfg.data.sample_rate)
+    for name in ("train", "val", "test"):
+        examples = getattr(splits, name)
+        if examples:
+            setattr(splits, name, prepare(examples, cache, on_error=cfg.data.on_error, split_name=name))
+    if not splits.train:
+        raise RuntimeError(f"data.name={cfg.data.name!r} gave no training examples; check data.root={cfg.data.root!r}")
+    log(f"data: {cfg.data.name} | {len(splits.labels)} labels | train {len(splits.train)} | "
+        f"val {len(splits.val)} | test {len(splits.test)}")
+    loaders = build_loaders(cfg.data, splits, cache, seed=cfg.trainer.seed)
+    return Data(splits, loaders, cache)
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _progress(iterable: Iterable, enabled: bool, desc: str, total: int | None = None):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+    return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True)
+
+
+def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
+    o = cfg.optim
+    # No weight decay on norms and biases (standard practice in timm / nanoGPT).
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if o.name == "adamw":
+        return torch.optim.AdamW(groups, lr=o.lr)
+    if o.name == "adam":
+        return torch.optim.Adam(groups, lr=o.lr)
+    if o.name == "sgd":
+        return torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.momentum > 0)
+    return torch.optim.RMSprop(groups, lr=o.lr, momentum=o.momentum)
+
+
+def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    """Stepped once per optimisation step; epochs are converted to steps."""
+    o, total = cfg.optim, cfg.trainer.epochs * steps_per_epoch
+    warmup = o.warmup_epochs * steps_per_epoch
+    if o.scheduler == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=o.lr, total_steps=max(total, 1))
+    if o.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(o.step_size * steps_per_epoch, 1), gamma=o.gamma)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if o.scheduler == "cosine":
+            progress = (step - warmup) / max(total - warmup, 1)
+            return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@torch.no_grad()
+def fit_normalizer(model: AudioClassifier, data: Data, cfg: Config, device: torch.device) -> None:
+    """Per-frequency statistics from the training split only (centre crops, no augmentation)."""
+    from audiocnn.data import AudioDataset, collate
+
+    ds = AudioDataset(data.splits.train, data.cache, task=cfg.data.task,
+                      num_samples=int(round(cfg.data.duration * cfg.data.sample_rate)), mode="center",
+                      hop_samples=int(round(cfg.data.window_hop * cfg.data.sample_rate)), seed=cfg.trainer.seed)
+    loader = torch.utils.data.DataLoader(ds, batch_size=cfg.data.batch_size, collate_fn=collate)
+    model.norm.fit(model.frontend(batch.wave.to(device)) for batch in loader)
+
+
+def train_one_epoch(model: AudioClassifier, loader, optimizer, scheduler, scaler, cfg: Config, device: torch.device,
+                    *, epoch: int, progress: bool) -> dict[str, float]:
+    """One pass over the training loader; returns mean loss (and accuracy for multiclass)."""
+    task, tr = cfg.data.task, cfg.trainer
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    steps = len(loader) if not tr.max_steps_per_epoch else min(len(loader), tr.max_steps_per_epoch)
+    for step, batch in enumerate(_progress(loader, progress, f"epoch {epoch}", total=steps)):
+        if step >= steps:
+            break
+        wave = batch.wave.to(device, non_blocking=True)
+        target = batch.target.to(device, non_blocking=True)
+        mix = None
+        if cfg.augment.mixup_alpha > 0:
+            lam = float(np.random.beta(cfg.augment.mixup_alpha, cfg.augment.mixup_alpha))
+            mix = (torch.randperm(wave.shape[0], device=device), lam)
+        if cfg.augment.gain_db > 0:
+            gain_db = (torch.rand(wave.shape[0], 1, device=device) * 2 - 1) * cfg.augment.gain_db
+            wave = wave * 10 ** (gain_db / 20)
+        with _autocast(device, tr.precision):
+            logits = model(wave, mix=mix)
+        if mix is None:
+            loss = task_loss(task, logits, target)
+        else:
+            perm, lam = mix
+            loss = lam * task_loss(task, logits, target) + (1 - lam) * task_loss(task, logits, target[perm])
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} step {step}; lower optim.lr or set "
+                                     "trainer.grad_clip (the last good checkpoint is kept)")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if tr.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), tr.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        total_loss += loss.item() * wave.shape[0]
+        seen += wave.shape[0]
+        if task == "multiclass" and mix is None:
+            correct += (logits.argmax(1) == target).sum().item()
+    out = {"train_loss": total_loss / max(seen, 1)}
+    if task == "multiclass" and cfg.augment.mixup_alpha == 0:
+        out["train_accuracy"] = correct / max(seen, 1)
+    return out
+
+
+@torch.no_grad()
+def evaluate_loader(model: AudioClassifier, loader, task: str, device: torch.device, *, precision: str = "fp32",
+                    progress: bool = False, desc: str = "eval") -> tuple[np.ndarray, np.ndarray, float]:
+    """Clip-level outputs, targets and mean loss. Windows of one clip are averaged (``clip_index``)."""
+    model.eval()
+    outputs, targets, losses, count = [], [], 0.0, 0
+    for batch in _progress(loader, progress, desc):
+        wave = batch.wave.to(device)
+        target = batch.target.to(device)
+        with _autocast(device, precision):
+            logits = model(wave).float()
+        n_clips = target.shape[0]
+        index = batch.clip_index.to(device)
+        counts = torch.bincount(index, minlength=n_clips).clamp(min=1).unsqueeze(1).float()
+        clip_logits = torch.zeros(n_clips, logits.shape[1], device=device).index_add_(0, index, logits) / counts
+        probs = task_outputs(task, logits)
+        probs2d = probs.reshape(len(probs), -1)
+        clip_out = torch.zeros(n_clips, probs2d.shape[1], device=device).index_add_(0, index, probs2d) / counts
+        losses += task_loss(task, clip_logits, target).item() * n_clips
+        count += n_clips
+        outputs.append(clip_out.reshape(n_clips, *probs.shape[1:]).cpu().numpy())
+        targets.append(target.cpu().numpy())
+    if not outputs:
+        return np.zeros((0,)), np.zeros((0,)), float("nan")
+    return np.concatenate(outputs), np.concatenate(targets), losses / max(count, 1)
+
+
+def _improved(value: float, best: float | None, mode: str) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    return best is None or (value > best if mode == "max" else value < best)
+
+
+def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False) -> Path:
+    """Train a recipe (or resume a run) and return the run folder.
+
+    A resumed run restores model, optimizer, scheduler, RNG states and epoch from ``checkpoints/last.pt``,
+    so it finishes with the same metrics as an uninterrupted run with the same seed.
+    """
+    state = None
+    if resume is not None:
+        run_dir = Path(resume)
+        state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+        cfg = config_from_dict(state["config"])
+    else:
+        run_dir = make_run_dir(cfg.trainer.output_dir, cfg.name or "run")
+        save_config(cfg, run_dir / "config.yaml")
+        write_env(run_dir)
+    log = RunLogger(run_dir, quiet=quiet)
+    tr = cfg.trainer
+    seed_everything(tr.seed, tr.deterministic)
+    device = pick_device(tr.device)
+    progress = show_progress(tr.progress)
+    log.info(f"run: {run_dir} | device: {device} | precision: {tr.precision}")
+
+    data = load_data(cfg, log=log.info)
+    labels, task = data.splits.labels, cfg.data.task
+    write_json(run_dir / "labels.json", {"task": task, "labels": labels})
+    model = build_classifier(cfg, labels).to(device)
+    if tr.channels_last and model.network.dims == 2:
+        model.network.to(memory_format=torch.channels_last)
+    if state is None:
+        fit_normalizer(model, data, cfg, device)
+        n_params = sum(p.numel() for p in model.parameters())
+        log.info(f"model: {cfg.model.name} | {n_params:,} parameters | task: {task}")
+    else:
+        model.load_state_dict(state["model"])
+
+    train_loader = data.loaders["train"]
+    steps = len(train_loader) if not tr.max_steps_per_epoch else min(len(train_loader), tr.max_steps_per_epoch)
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_scheduler(cfg, optimizer, steps)
+    scaler = torch.amp.GradScaler(device.type, enabled=tr.precision == "fp16" and device.type == "cuda")
+    monitor, mode = tr.monitor, tr.monitor_mode
+    start_epoch, best, best_epoch, stale = 0, None, 0, 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, best, best_epoch, stale = state["epoch"], state["best"], state["best_epoch"], state["stale"]
+        restore_rng(state["rng"], train_loader.generator)
+        log.truncate(start_epoch)
+        log.info(f"resumed at epoch {start_epoch} (best {monitor} {best})")
+
+    ckpt_dir = run_dir / "checkpoints"
+    for epoch in range(start_epoch + 1, tr.epochs + 1):
+        if hasattr(train_loader.dataset, "set_epoch"):
+            train_loader.dataset.set_epoch(epoch)
+        t0 = time.perf_counter()
+        row: dict[str, Any] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+        row.update(train_one_epoch(model, train_loader, optimizer, scheduler, scaler, cfg, device, epoch=epoch,
+                                   progress=progress))
+        if "val" in data.loaders:
+            out, tgt, loss = evaluate_loader(model, data.loaders["val"], task, device, precision=tr.precision)
+            row["val_loss"] = loss
+            row.update({f"val_{k}": v for k, v in compute_metrics(task, out, tgt, labels, tr.top_k).items()})
+        row["time_s"] = time.perf_counter() - t0
+        value = row.get(monitor)
+        if monitor not in row and epoch == start_epoch + 1:
+            log.info(f"warning: trainer.monitor={monitor!r} is not among the epoch metrics "
+                     f"({', '.join(row)}); the last epoch is kept as best")
+        improved = _improved(value, best, mode) if monitor in row else True
+        if improved:
+            best, best_epoch, stale = value, epoch, 0
+        else:
+            stale += 1
+        log.log_epoch(row)
+        log.info(" | ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
+                 + (" *" if improved else ""))
+        ckpt = dict(model=model, config=config_to_dict(cfg), labels=labels, task=task, epoch=epoch,
+                    optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
+                    rng=capture_rng(train_loader.generator), best=best, best_epoch=best_epoch, stale=stale,
+                    metrics={k: v for k, v in row.items() if isinstance(v, (int, float))})
+        if improved:
+            save_checkpoint(ckpt_dir / "best.pt", **ckpt)
+        save_checkpoint(ckpt_dir / "last.pt", **ckpt)
+        if tr.early_stopping and stale >= tr.early_stopping:
+            log.info(f"early stopping: {monitor} has not improved for {stale} epochs (best {best} at epoch {best_epoch})")
+            break
+
+    if "test" in data.loaders:
+        from audiocnn.evaluation.evaluate import evaluate_run
+        metrics = evaluate_run(run_dir, split="test", data=data, device=device, quiet=True)
+        log.info("test (best checkpoint): " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()
+                                                           if isinstance(v, float)))
+    return run_dir
