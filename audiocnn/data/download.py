@@ -1,0 +1,761 @@
+"""Download, verify and unpack the built-in datasets: ``audiocnn data download NAME``.
+
+Every archive is streamed to ``<root>/downloads/<archive>.part``, resumed with an HTTP ``Range``
+request after an interruption, checked against its published checksum and only then renamed to
+``<root>/downloads/<archive>``. Unpacking happens in a temporary sibling folder that is renamed
+into ``<root>/<folder>`` once it holds the layout the dataset builders expect, so an interrupted
+run never leaves half a dataset behind.
+
+Example:
+    >>> from audiocnn.data.download import download
+    >>> download("esc50", "data")  # doctest: +SKIP
+    PosixPath('data/esc50')        # data/esc50/meta/esc50.csv, data/esc50/audio/*.wav
+"""
+from __future__ import annotations
+
+import datetime
+import difflib
+import errno
+import hashlib
+import http.client
+import json
+import os
+import posixpath
+import re
+import shutil
+import socket
+import stat
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from audiocnn.utils import atomic_write_text, show_progress
+
+__all__ = ["DownloadError", "Remote", "Source", "SOURCES", "download", "fetch", "safe_extract"]
+
+MARKER = ".audiocnn-download.json"
+MIRROR_ENV = "AUDIOCNN_MIRROR"
+# A machine without network usually fails at once (DNS error, unreachable network); a firewall
+# that silently drops packets would otherwise hold the user for the whole read timeout.
+CONNECT_TIMEOUT = 10.0
+# Mid-transfer failures are retried with a Range request; connection failures are not.
+_TRANSFER_ATTEMPTS = 4
+_RETRY_DELAY = 1.0  # seconds, times the attempt number
+_CHUNK = 1 << 20
+_USER_AGENT = "audiocnn-download/0.1 (python-urllib)"
+
+
+class DownloadError(RuntimeError):
+    """A dataset could not be downloaded, verified or unpacked; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Remote:
+    """One place an archive can be fetched from.
+
+    Args:
+        url: Where the archive is served.
+        checksum: ``"sha256:<hex>"`` or ``"md5:<hex>"``; ``None`` where nobody publishes a stable
+            digest (then the archive's own CRCs are checked while it is unpacked).
+        size: Size in bytes, if known; checked before and after the transfer.
+    """
+
+    url: str
+    checksum: str | None = None
+    size: int | None = None
+
+
+@dataclass(frozen=True)
+class Source:
+    """A built-in dataset: where its archive lives and what it must look like once unpacked.
+
+    Args:
+        name: The name given to ``audiocnn data download``.
+        archive: File name of the archive under ``<root>/downloads/`` (also the name fetched from
+            a mirror: ``{mirror}/{archive}``).
+        remotes: Official locations, tried in order; the first one's checksum also applies to a
+            user mirror.
+        folder: Dataset folder under ``root``.
+        layout: Glob patterns relative to the dataset folder; each must match something for the
+            dataset to count as present.
+        strip_top: The archive wraps everything in one top-level folder (``repo-<ref>/``) whose
+            contents become the dataset folder.
+    """
+
+    name: str
+    archive: str
+    remotes: tuple[Remote, ...]
+    folder: str
+    layout: tuple[str, ...]
+    strip_top: bool = False
+
+
+_ESC50 = dict(
+    archive="ESC-50-master.zip",
+    # GitHub branch archive, generated on request: no stable published checksum exists (the bytes
+    # change with every commit to master). Integrity is the zip's per-member CRC-32, checked while
+    # unpacking; about 645 MB.
+    remotes=(Remote("https://github.com/karolpiczak/ESC-50/archive/refs/heads/master.zip"),),
+    folder="esc50",
+    layout=("meta/esc50.csv", "audio/*.wav"),
+    strip_top=True,
+)
+
+SOURCES: dict[str, Source] = {
+    "fsdd": Source(
+        name="fsdd",
+        archive="free-spoken-digit-dataset-1.0.10.zip",
+        # Tag v1.0.10 (3,000 recordings, 6 speakers). GitHub generates tag archives on request
+        # and publishes no checksum for them; TFDS pins only the older v1.0.9 tarball
+        # (tensorflow_datasets/audio/spoken_digit/checksums.tsv: 11975353 bytes, sha256
+        # 8bc44cde129d505cbbb6b365c09f80c663f2aa77578afc634e6141a2f87100c0, 2,500 recordings).
+        # Integrity is the zip's per-member CRC-32, checked while unpacking.
+        remotes=(Remote("https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/v1.0.10.zip"),),
+        folder="fsdd",
+        layout=("recordings/*.wav",),
+        strip_top=True,
+    ),
+    "esc50": Source(name="esc50", **_ESC50),
+    # ESC-10 is the rows of meta/esc50.csv with esc10 == True: same archive, unpacked into esc10/
+    # because that is the folder recipes/esc10.yaml reads (the esc10 builder accepts this layout).
+    "esc10": Source(name="esc10", **{**_ESC50, "folder": "esc10"}),
+    "ravdess": Source(
+        name="ravdess",
+        archive="Audio_Speech_Actors_01-24.zip",
+        # md5 as published on the Zenodo record 1188976 (Zenodo lists an md5 per file).
+        remotes=(
+            Remote(
+                "https://zenodo.org/records/1188976/files/Audio_Speech_Actors_01-24.zip",
+                checksum="md5:bc696df654c87fed845eb13823edef8a",
+                size=208_468_073,
+            ),
+        ),
+        folder="ravdess",
+        layout=("Actor_*/*.wav",),
+    ),
+    "gtzan": Source(
+        name="gtzan",
+        archive="genres.tar.gz",
+        remotes=(
+            # sha256 and size from torchaudio (src/torchaudio/datasets/gtzan.py, _CHECKSUMS) and
+            # TFDS (tensorflow_datasets/audio/gtzan/checksums.tsv). This host has been down since
+            # 2022 (torchaudio's docstring says so), hence the fallback below.
+            Remote(
+                "http://opihi.cs.uvic.ca/sound/genres.tar.gz",
+                checksum="sha256:24347e0223d2ba798e0a558c4c172d9d4a19c00bb7963fe055d183dadb4ef2c6",
+                size=1_225_571_541,
+            ),
+            # The marsyas organisation's copy on the Hugging Face hub. No checksum is published
+            # for it here and it is not known to be byte-identical to the original, so only the
+            # archive's integrity is checked.
+            Remote("https://huggingface.co/datasets/marsyas/gtzan/resolve/main/data/genres.tar.gz"),
+        ),
+        folder="gtzan",
+        # Copies differ in audio format (.au in the original release, .wav in later ones).
+        layout=("genres/blues/blues.*", "genres/rock/rock.*"),
+    ),
+    "speech_commands": Source(
+        name="speech_commands",
+        archive="speech_commands_v0.02.tar.gz",
+        # sha256 from torchaudio (torchaudio/datasets/speechcommands.py, _CHECKSUMS); size and the
+        # same sha256 from TFDS (tensorflow_datasets/url_checksums/speech_commands.txt).
+        remotes=(
+            Remote(
+                "https://storage.googleapis.com/download.tensorflow.org/data/speech_commands_v0.02.tar.gz",
+                checksum="sha256:af14739ee7dc311471de98f5f9d2c9191b18aedfe957f4a6ff791c709868ff58",
+                size=2_428_923_189,
+            ),
+        ),
+        folder="speech_commands",
+        # The tarball has no top-level folder: <word>/*.wav, _background_noise_/, the split lists.
+        layout=("validation_list.txt", "testing_list.txt", "yes/*.wav"),
+    ),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# download(): the whole flow
+# --------------------------------------------------------------------------------------------
+
+
+def download(
+    name: str,
+    root: str | os.PathLike,
+    *,
+    mirror: str | None = None,
+    force: bool = False,
+    progress: bool | None = None,
+    timeout: float = 30.0,
+) -> Path:
+    """Make ``<root>/<folder>`` hold the dataset ``name`` and return that folder.
+
+    Does nothing (and touches no network) when the layout is already there, unless ``force``.
+    An archive already at ``<root>/downloads/<archive>`` (put there by hand, say) is verified
+    and unpacked without downloading.
+
+    Args:
+        name: One of ``SOURCES`` (``fsdd``, ``esc50``, ``esc10``, ``ravdess``, ``gtzan``,
+            ``speech_commands``).
+        root: Data folder; archives go to ``root/downloads``.
+        mirror: Base URL replacing the official location: the archive is fetched as
+            ``{mirror}/{archive}``. Defaults to the ``AUDIOCNN_MIRROR`` environment variable.
+        force: Download and unpack again, replacing the cached archive and the dataset folder.
+        progress: Progress bar; ``None`` shows one only when stderr is a terminal.
+        timeout: Seconds a stalled transfer may wait for data.
+
+    Returns:
+        The dataset folder, e.g. ``root/esc50``.
+
+    Raises:
+        DownloadError: offline, server error, checksum mismatch, damaged or unsafe archive.
+    """
+    source = _source(name)
+    root = Path(root)
+    target = root / source.folder
+    if not force and not _missing(target, source.layout):
+        return target
+
+    mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV) or None
+    archive = root / "downloads" / source.archive
+    if force:
+        for path in (archive, archive.with_name(archive.name + ".part")):
+            path.unlink(missing_ok=True)
+    if target.exists() and not force and (not target.is_dir() or any(target.iterdir())):
+        raise DownloadError(
+            f"{target} exists but does not look like a complete {name} dataset (nothing matches "
+            f"{', '.join(_missing(target, source.layout))}); move it away, or pass force=True "
+            f"(--force) to replace it"
+        )
+
+    if archive.exists():
+        _say(f"using {archive}, already on disk")
+        remote = _verify_existing(archive, _remotes(source, mirror))
+        used_url = f"file://{archive.resolve()}"
+    else:
+        used_url, remote = _fetch_any(source, mirror, archive, root, progress=progress, timeout=timeout)
+
+    _say(f"unpacking {archive} -> {target}")
+    marker = {
+        "dataset": source.folder,
+        "requested": name,
+        "archive": source.archive,
+        "url": used_url,
+        "checksum": remote.checksum or "sha256:" + _digest(archive, "sha256"),
+        "checksum_published": remote.checksum is not None,
+        "unpacked_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    _unpack(source, archive, target, marker)
+    return target
+
+
+def _source(name: str) -> Source:
+    try:
+        return SOURCES[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, SOURCES, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(SOURCES)}{hint}") from None
+
+
+def _missing(folder: Path, layout: tuple[str, ...]) -> list[str]:
+    """Layout patterns with no match under ``folder`` (all of them if it does not exist)."""
+    if not folder.is_dir():
+        return list(layout)
+    return [pattern for pattern in layout if next(folder.glob(pattern), None) is None]
+
+
+def _remotes(source: Source, mirror: str | None) -> tuple[Remote, ...]:
+    if mirror:
+        first = source.remotes[0]
+        return (Remote(f"{mirror.rstrip('/')}/{source.archive}", first.checksum, first.size),)
+    return source.remotes
+
+
+def _manual_hint(source: Source, archive: Path, root: Path) -> str:
+    urls = " or ".join(r.url for r in source.remotes)
+    example = root / source.folder / source.layout[0]
+    return (
+        f"download {urls} yourself and put it at {archive}, then rerun; "
+        f"or unpack it so that {example} exists"
+    )
+
+
+def _fetch_any(
+    source: Source, mirror: str | None, archive: Path, root: Path, *, progress: bool | None, timeout: float
+) -> tuple[str, Remote]:
+    """Try each remote in turn; give up with the by-hand instructions if none can be reached."""
+    failures: list[str] = []
+    offline = True
+    for remote in _remotes(source, mirror):
+        try:
+            fetch(remote.url, archive, checksum=remote.checksum, size=remote.size, progress=progress, timeout=timeout)
+            return remote.url, remote
+        except _Unreachable as exc:
+            failures.append(str(exc))
+        except _NotServed as exc:
+            offline = False
+            failures.append(str(exc))
+    why = "; ".join(failures)
+    if offline:
+        raise DownloadError(
+            f"could not reach the server for {source.name} ({why}): this machine seems to be offline. "
+            f"To install it by hand, {_manual_hint(source, archive, root)}"
+        )
+    raise DownloadError(
+        f"no server would hand out {source.archive} ({why}). Try another location with "
+        f"--mirror URL (fetches URL/{source.archive}), or {_manual_hint(source, archive, root)}"
+    )
+
+
+def _verify_existing(archive: Path, remotes: tuple[Remote, ...]) -> Remote:
+    """Check an archive that is already in place against the remotes' published checksums.
+
+    It is never deleted: it may be a download made by hand. An archive matching no published
+    checksum is accepted only where some remote publishes none (its CRCs are checked on unpacking).
+    """
+    actual_size = archive.stat().st_size
+    digests: dict[str, str] = {}
+    for remote in remotes:
+        if remote.checksum is None:
+            continue
+        algo, expected = _parse_checksum(remote.checksum)
+        if algo not in digests:
+            digests[algo] = _digest(archive, algo)
+        if digests[algo] == expected and remote.size in (None, actual_size):
+            return remote
+    unpublished = [r for r in remotes if r.checksum is None]
+    if unpublished:
+        return unpublished[0]
+    published = ", ".join(f"{r.checksum} ({r.size} bytes)" if r.size else str(r.checksum) for r in remotes)
+    found = ", ".join(f"{a}:{d}" for a, d in digests.items())
+    raise DownloadError(
+        f"{archive} ({actual_size} bytes, {found}) does not match the published archive ({published}); "
+        f"it is incomplete, damaged or a different file: delete it and rerun"
+    )
+
+
+def _unpack(source: Source, archive: Path, target: Path, marker: dict) -> None:
+    parent = target.parent
+    for stale in parent.glob(f".{target.name}.unpack-*"):  # left by a run that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.unpack-", dir=parent))
+    try:
+        _extract_checked(archive, staging)
+        content = staging
+        if source.strip_top:
+            entries = list(staging.iterdir())
+            if len(entries) != 1 or not entries[0].is_dir():
+                names = ", ".join(sorted(e.name for e in entries)) or "nothing"
+                raise DownloadError(
+                    f"{archive} should hold a single top-level folder but holds {names}; "
+                    f"it is not the {source.name} archive: delete it and rerun"
+                )
+            content = entries[0]
+        missing = _missing(content, source.layout)
+        if missing:
+            raise DownloadError(
+                f"{archive} unpacked, but nothing in it matches {', '.join(missing)}; it is not the "
+                f"{source.name} archive: delete it and rerun"
+            )
+        atomic_write_text(content / MARKER, json.dumps(marker, indent=2) + "\n")
+        _replace_dir(content, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Rename ``new`` to ``target``; an existing ``target`` is moved aside first, then deleted."""
+    old = None
+    if target.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.rename(target, old / target.name)
+    os.rename(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# fetch(): one URL to one file, resumable and verified
+# --------------------------------------------------------------------------------------------
+
+
+class _Unreachable(DownloadError):
+    """No connection could be made (DNS failure, refused, unreachable, connect timeout)."""
+
+
+class _NotServed(DownloadError):
+    """The location answered but would not hand out the file (HTTP error, TLS failure, ...)."""
+
+
+def fetch(
+    url: str,
+    dest: str | os.PathLike,
+    *,
+    checksum: str | None,
+    size: int | None = None,
+    progress: bool | None = None,
+    timeout: float = 30.0,
+) -> Path:
+    """Download ``url`` to ``dest`` through ``dest.part``, resuming a part left by an earlier run.
+
+    A ``.part`` file is continued with ``Range: bytes=N-``; a server that answers ``200`` instead
+    of ``206`` is read from the start again. A transfer cut midway is resumed the same way a few
+    times before giving up (the part file is kept for the next run). ``dest`` appears only once
+    the size and checksum match.
+
+    Args:
+        url: What to fetch (``http``, ``https`` or ``file``).
+        dest: Final file path.
+        checksum: ``"sha256:<hex>"`` or ``"md5:<hex>"``; ``None`` skips the check.
+        size: Expected size in bytes, if known.
+        progress: Progress bar; ``None`` shows one only when stderr is a terminal.
+        timeout: Seconds a stalled transfer may wait for data (connecting gives up sooner).
+
+    Returns:
+        ``dest`` as a ``Path``.
+
+    Raises:
+        DownloadError: unreachable server, HTTP error, repeated interruption, size or checksum
+            mismatch (the part file is then deleted).
+    """
+    dest = Path(dest)
+    part = dest.with_name(dest.name + ".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    algo, expected = _parse_checksum(checksum) if checksum else (None, None)
+    show = show_progress("auto") if progress is None else progress
+
+    _say(f"downloading {url} -> {dest}")
+    failures = 0
+    while True:
+        offset = part.stat().st_size if part.exists() else 0
+        if size is not None and offset > size:
+            part.unlink()
+            offset = 0
+        if size is not None and offset == size:
+            break  # a previous run got every byte; only the verification is left
+        try:
+            done = _transfer(url, part, offset, size, show=show, timeout=timeout)
+        except _Interrupted as exc:
+            failures += 1
+            have = part.stat().st_size if part.exists() else 0
+            if failures >= _TRANSFER_ATTEMPTS:
+                raise DownloadError(
+                    f"the transfer of {url} broke off {failures} times ({exc}); {have} bytes are kept "
+                    f"in {part}: rerun to resume"
+                ) from exc
+            _say(f"transfer of {url} interrupted at {have} bytes ({exc}); resuming")
+            time.sleep(_RETRY_DELAY * failures)
+            continue
+        if done:
+            break
+
+    actual_size = part.stat().st_size
+    if size is not None and actual_size != size:
+        part.unlink()
+        raise DownloadError(f"{url} gave {actual_size} bytes, expected {size}; the part file was deleted: rerun")
+    if algo is not None:
+        actual = _digest(part, algo)
+        if actual != expected:
+            part.unlink()
+            raise DownloadError(
+                f"checksum mismatch for {url}: expected {algo} {expected}, got {actual}; the download "
+                f"was deleted. Rerun; if it happens again the file has changed upstream: fetch it with "
+                f"--mirror from a trusted copy"
+            )
+    with open(part, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(part, dest)
+    return dest
+
+
+class _Interrupted(Exception):
+    """The connection broke after the transfer began; resuming may help."""
+
+
+def _transfer(url: str, part: Path, offset: int, size: int | None, *, show: bool, timeout: float) -> bool:
+    """One request. Returns True when the part file is complete (False: ask again)."""
+    headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
+    if offset:
+        headers["Range"] = f"bytes={offset}-"
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        # Built per request so proxy settings in the environment are read now (ProxyHandler is
+        # among the defaults build_opener adds).
+        opener = urllib.request.build_opener(_HTTPHandler, _HTTPSHandler)
+        response = opener.open(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if exc.code == 416 and offset:
+            _, total = _content_range(exc.headers.get("Content-Range", ""))
+            if total == offset:
+                return True  # the part already holds the whole file
+            part.unlink()  # the part is longer than the file: start over
+            return False
+        raise _NotServed(f"{url} answered HTTP {exc.code} {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        raise _unreachable(url, exc.reason) from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise _Interrupted(f"{type(exc).__name__}: {exc}") from exc
+
+    with response:
+        status = getattr(response, "status", None) or 200
+        length = response.headers.get("Content-Length", "")
+        total = int(length) if length.isdigit() else None
+        if offset and status == 206:
+            start, total = _content_range(response.headers.get("Content-Range", ""))
+            if start != offset:
+                part.unlink()  # not the continuation that was asked for: start over
+                return False
+            mode = "ab"
+        else:
+            if offset:
+                _say(f"{url} ignored the Range request; downloading from the start")
+            offset, mode = 0, "wb"
+        if size is not None and total is not None and total != size:
+            raise DownloadError(
+                f"{url} announces {total} bytes but the published archive has {size}; the file has "
+                f"changed upstream or the server sent something else (an error page?)"
+            )
+        bar = _bar(show, total or size, offset, part.name[: -len(".part")])
+        received = offset
+        try:
+            with open(part, mode) as f:
+                while True:
+                    try:
+                        chunk = response.read(_CHUNK)
+                    except (OSError, http.client.HTTPException) as exc:
+                        raise _Interrupted(f"{type(exc).__name__}: {exc}") from exc
+                    if not chunk:
+                        break
+                    f.write(chunk)
+                    received += len(chunk)
+                    if bar is not None:
+                        bar.update(len(chunk))
+        finally:
+            if bar is not None:
+                bar.close()
+    if total is not None and received < total:
+        raise _Interrupted(f"connection closed after {received} of {total} bytes")
+    return True
+
+
+def _bar(show: bool, total: int | None, initial: int, desc: str):
+    if not show:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total, initial=initial, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
+        file=sys.stderr, dynamic_ncols=True,
+    )
+
+
+def _content_range(value: str) -> tuple[int | None, int | None]:
+    """``"bytes 100-199/200"`` -> ``(100, 200)``; ``"bytes */200"`` -> ``(None, 200)``."""
+    match = re.fullmatch(r"\s*bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)\s*", value)
+    if not match:
+        return None, None
+    start, total = match.groups()
+    return (int(start) if start else None), (int(total) if total != "*" else None)
+
+
+def _unreachable(url: str, reason: object) -> DownloadError:
+    """Sort a connection failure: 'seems offline' (DNS, refused, unreachable, timeout) or not."""
+    if isinstance(reason, socket.gaierror):
+        return _Unreachable(f"cannot resolve the host of {url}: {reason}")
+    if isinstance(reason, (TimeoutError, socket.timeout)):
+        return _Unreachable(f"no connection to {url} within {CONNECT_TIMEOUT:g} s")
+    if isinstance(reason, ConnectionError) or (
+        isinstance(reason, OSError)
+        and reason.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN)
+    ):
+        return _Unreachable(f"cannot connect to {url}: {getattr(reason, 'strerror', None) or reason}")
+    # TLS failures, missing file:// paths, unknown schemes: the network is not the problem.
+    return _NotServed(f"cannot open {url}: {reason}")
+
+
+class _ConnectTimeout:
+    """Connect (and TLS handshake) with a short timeout, then read with the caller's timeout."""
+
+    def connect(self) -> None:
+        read_timeout = self.timeout
+        if read_timeout is not None and read_timeout is not socket._GLOBAL_DEFAULT_TIMEOUT:
+            self.timeout = min(CONNECT_TIMEOUT, read_timeout)
+        else:
+            self.timeout = CONNECT_TIMEOUT
+        try:
+            super().connect()
+        finally:
+            self.timeout = read_timeout
+        if isinstance(read_timeout, (int, float)):
+            self.sock.settimeout(read_timeout)
+
+
+class _HTTPConnection(_ConnectTimeout, http.client.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_ConnectTimeout, http.client.HTTPSConnection):
+    pass
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def do_open(self, http_class, req, **kwargs):
+        return super().do_open(_HTTPConnection, req, **kwargs)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def do_open(self, http_class, req, **kwargs):
+        return super().do_open(_HTTPSConnection, req, **kwargs)
+
+
+
+
+def _parse_checksum(checksum: str) -> tuple[str, str]:
+    algo, _, value = checksum.partition(":")
+    algo, value = algo.strip().lower(), value.strip().lower()
+    if algo not in ("sha256", "md5") or not re.fullmatch(r"[0-9a-f]+", value) or len(value) != (
+        64 if algo == "sha256" else 32
+    ):
+        raise ValueError(f"checksum {checksum!r} is not of the form 'sha256:<64 hex>' or 'md5:<32 hex>'")
+    return algo, value
+
+
+def _digest(path: Path, algo: str) -> str:
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# safe_extract(): unpack without ever writing outside the destination
+# --------------------------------------------------------------------------------------------
+
+
+def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Unpack a zip or tar(.gz/.bz2/.xz) archive into ``dest``, refusing anything unsafe.
+
+    Every member is checked before anything is written: absolute paths, ``..`` components,
+    links that point outside ``dest`` (or members reached through a link), device files and
+    FIFOs are rejected with a ``DownloadError`` naming the member. Tar archives are also
+    extracted with the standard ``"data"`` filter where Python has it (3.11.4+, 3.12+).
+    Unpacking happens in a temporary sibling folder that is renamed to ``dest`` at the end.
+
+    Args:
+        archive: The archive file.
+        dest: Folder to create; it must not exist yet (an empty folder is allowed).
+
+    Returns:
+        ``dest`` as a ``Path``.
+    """
+    archive, dest = Path(archive), Path(dest)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise DownloadError(f"cannot unpack {archive} into {dest}: it already exists and is not empty")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.unpack-", dir=dest.parent))
+    try:
+        _extract_checked(archive, staging)
+        if dest.exists():
+            dest.rmdir()
+        os.rename(staging, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dest
+
+
+def _extract_checked(archive: Path, dest: Path) -> None:
+    try:
+        if zipfile.is_zipfile(archive):
+            _extract_zip(archive, dest)
+        elif tarfile.is_tarfile(archive):
+            _extract_tar(archive, dest)
+        else:
+            raise DownloadError(f"{archive} is neither a zip nor a tar archive: delete it and rerun")
+    except DownloadError:
+        raise
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS):
+            raise DownloadError(f"cannot unpack {archive} into {dest.parent}: {exc}") from exc
+        raise DownloadError(
+            f"{archive} is damaged ({type(exc).__name__}: {exc}): delete it and rerun to download it again"
+        ) from exc
+
+
+def _member_path(archive: Path, name: str) -> str:
+    """The member's normalised relative path; raises for anything that could leave the folder."""
+    unix = name.replace("\\", "/")
+    if unix.startswith("/") or re.match(r"^[A-Za-z]:", unix):
+        raise DownloadError(f"{archive}: member {name!r} has an absolute path; refusing to unpack this archive")
+    if ".." in unix.split("/"):
+        raise DownloadError(f"{archive}: member {name!r} climbs out with '..'; refusing to unpack this archive")
+    return posixpath.normpath(unix)
+
+
+def _inside_link(archive: Path, name: str, path: str, links: set[str]) -> None:
+    parts = path.split("/")
+    for i in range(1, len(parts)):
+        if "/".join(parts[:i]) in links:
+            raise DownloadError(
+                f"{archive}: member {name!r} lies behind the link {'/'.join(parts[:i])!r}; "
+                f"refusing to unpack this archive"
+            )
+
+
+def _extract_zip(archive: Path, dest: Path) -> None:
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            _member_path(archive, info.filename)
+            kind_bits = stat.S_IFMT(info.external_attr >> 16)  # 0: no Unix file type recorded
+            if kind_bits not in (0, stat.S_IFREG, stat.S_IFDIR):
+                kind = "a symlink" if kind_bits == stat.S_IFLNK else "a special file"
+                raise DownloadError(f"{archive}: member {info.filename!r} is {kind}; refusing to unpack this archive")
+        zf.extractall(dest)  # reading each member checks its CRC-32
+
+
+def _extract_tar(archive: Path, dest: Path) -> None:
+    with tarfile.open(archive, "r:*") as tf:
+        members = tf.getmembers()
+        links: set[str] = set()
+        for m in members:
+            path = _member_path(archive, m.name)
+            _inside_link(archive, m.name, path, links)
+            if m.issym() or m.islnk():
+                link = m.linkname.replace("\\", "/")
+                # Symlinks are relative to the member's folder, hard links to the archive root.
+                base = posixpath.dirname(path) if m.issym() else ""
+                resolved = posixpath.normpath(posixpath.join(base, link))
+                if link.startswith("/") or resolved == ".." or resolved.startswith("../"):
+                    raise DownloadError(
+                        f"{archive}: member {m.name!r} links to {m.linkname!r}, outside the folder; "
+                        f"refusing to unpack this archive"
+                    )
+                links.add(path)
+            elif not (m.isfile() or m.isdir()):
+                raise DownloadError(
+                    f"{archive}: member {m.name!r} is a device file or FIFO; refusing to unpack this archive"
+                )
+        if hasattr(tarfile, "data_filter"):
+            try:
+                tf.extractall(dest, members=members, filter="data")
+            except tarfile.FilterError as exc:
+                member = getattr(getattr(exc, "tarinfo", None), "name", "?")
+                raise DownloadError(
+                    f"{archive}: member {member!r} rejected ({exc}); refusing to unpack this archive"
+                ) from exc
+        else:
+            for m in members:
+                if m.isfile() or m.isdir():
+                    m.mode &= 0o755  # no setuid/setgid/world-writable bits, as the data filter does
+            tf.extractall(dest, members=members)
