@@ -1,0 +1,145 @@
+"""Training engine: run folders, kill-and-resume equivalence, task types, bad data never loses work."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audiocnn.config import load_config
+from audiocnn.engine import train
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "data.num_classes=4", "data.num_per_class=12", "data.duration=0.5", "data.sample_rate=8000",
+    "data.batch_size=8", "model.name=cnn_tiny", "model.args.width=8", "trainer.progress=never",
+]
+
+
+def tiny_overrides(tmp_path: Path, *extra: str) -> list[str]:
+    return [f"data.root={tmp_path / 'synthetic'}", f"data.cache_dir={tmp_path / 'cache'}",
+            f"trainer.output_dir={tmp_path / 'runs'}", *TINY, *extra]
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.csv") as f:
+        return [{k: v for k, v in row.items() if k != "time_s"} for row in csv.DictReader(f)]
+
+
+def test_run_folder_layout(tmp_path):
+    cfg = load_config(ROOT / "recipes" / "quickstart.yaml", tiny_overrides(tmp_path, "trainer.epochs=2"))
+    run = train(cfg, quiet=True)
+    assert run.parent == tmp_path / "runs" / "quickstart"
+    for name in ("config.yaml", "metrics.csv", "log.txt", "labels.json", "env.txt", "checkpoints/best.pt",
+                 "checkpoints/last.pt", "eval/test_metrics.json", "eval/test_confusion.png", "eval/test_confusion.csv",
+                 "eval/test_report.json"):
+        assert (run / name).is_file(), name
+    assert len(read_metrics(run)) == 2
+    assert json.loads((run / "labels.json").read_text())["task"] == "multiclass"
+    # the working directory never changes
+    assert Path.cwd() != run
+
+
+def _train_cmd(tmp_path, *args):
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    return subprocess.Popen([sys.executable, "-m", "audiocnn", "train", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
+    recipe = str(ROOT / "recipes" / "quickstart.yaml")
+    common = tiny_overrides(tmp_path, "trainer.epochs=6", "augment.mixup_alpha=0.3", "augment.time_masks=1",
+                            "augment.gain_db=3", "model.args.drop_rate=0.3")
+    ref = _train_cmd(tmp_path, recipe, *common, "trainer.output_dir=ref")
+    out, _ = ref.communicate(timeout=300)
+    assert ref.returncode == 0, out
+    ref_dir = tmp_path / out.strip().splitlines()[-1].split("run folder: ")[-1]
+
+    proc = _train_cmd(tmp_path, recipe, *common, "trainer.output_dir=killed")
+    run_dir = None
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        dirs = list((tmp_path / "killed").glob("quickstart/*/metrics.csv"))
+        if dirs and len(read_metrics(dirs[0].parent)) >= 3:
+            run_dir = dirs[0].parent
+            break
+        time.sleep(0.05)
+    assert run_dir is not None, "training never reached epoch 3"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert len(read_metrics(run_dir)) < 6, "the run finished before it could be killed"
+
+    resumed = _train_cmd(tmp_path, "--resume", str(run_dir))
+    out, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, out
+    assert "resumed at epoch" in out
+    assert read_metrics(run_dir) == read_metrics(ref_dir)
+    ref_test = json.loads((ref_dir / "eval" / "test_metrics.json").read_text())
+    got_test = json.loads((run_dir / "eval" / "test_metrics.json").read_text())
+    assert got_test == ref_test
+
+
+@pytest.mark.parametrize("task", ["binary", "multilabel", "regression"])
+def test_manifest_task_types_train(tmp_path, task):
+    rng = np.random.default_rng(0)
+    rows = []
+    sr = 8000
+    for i in range(24):
+        freq = 300 if i % 2 == 0 else 1200
+        t = np.arange(sr // 2) / sr
+        wave = 0.5 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(len(t))
+        path = tmp_path / "audio" / f"{i}.wav"
+        path.parent.mkdir(exist_ok=True)
+        sf.write(path, wave.astype(np.float32), sr)
+        split = "test" if i >= 20 else ("val" if i >= 16 else "train")
+        low = int(freq == 300)
+        if task == "binary":
+            rows.append({"path": f"audio/{i}.wav", "label": "low" if low else "high", "split": split})
+        elif task == "multilabel":
+            rows.append({"path": f"audio/{i}.wav", "low": low, "high": 1 - low, "any": 1, "split": split})
+        else:
+            rows.append({"path": f"audio/{i}.wav", "valence": float(low), "arousal": freq / 1000, "split": split})
+    with open(tmp_path / "m.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    labels = {"binary": ["label"], "multilabel": ["low", "high", "any"], "regression": ["valence", "arousal"]}[task]
+    monitor = {"binary": "val_accuracy", "multilabel": "val_mAP", "regression": "val_mse"}[task]
+    mode = "min" if task == "regression" else "max"
+    cfg = load_config(ROOT / "recipes" / "quickstart.yaml", [
+        "data.name=manifest", f"data.manifest={tmp_path / 'm.csv'}", f"data.task={task}",
+        f"data.label_columns={json.dumps(labels)}", "data.sample_rate=8000", "data.duration=0.5",
+        f"data.cache_dir={tmp_path / 'cache'}", f"trainer.output_dir={tmp_path / 'runs'}", "trainer.epochs=12",
+        f"trainer.monitor={monitor}", f"trainer.monitor_mode={mode}", "model.args.width=8", "data.batch_size=8",
+        "optim.lr=0.01", "trainer.progress=never"])
+    run = train(cfg, quiet=True)
+    metrics = json.loads((run / "eval" / "test_metrics.json").read_text())
+    if task == "binary":
+        assert metrics["accuracy"] == 1.0
+        assert (run / "eval" / "test_confusion.png").is_file()
+    elif task == "multilabel":
+        assert metrics["mAP"] > 0.9
+    else:
+        assert "pearson" in metrics and metrics["mse"] < 0.5
+
+
+def test_bad_file_is_skipped_and_training_finishes(tmp_path):
+    overrides = tiny_overrides(tmp_path, "trainer.epochs=1")
+    cfg = load_config(ROOT / "recipes" / "quickstart.yaml", overrides)
+    train(cfg, quiet=True)  # generates the data
+    victim = sorted((tmp_path / "synthetic").rglob("*.wav"))[3]
+    victim.write_bytes(b"this is not audio")
+    with pytest.raises(Exception) as err:
+        train(load_config(ROOT / "recipes" / "quickstart.yaml", overrides), quiet=True)
+    assert victim.name in str(err.value) and "on_error=skip" in str(err.value)
+    with pytest.warns(UserWarning, match=victim.name):
+        run = train(load_config(ROOT / "recipes" / "quickstart.yaml", overrides + ["data.on_error=skip"]), quiet=True)
+    assert (run / "checkpoints" / "last.pt").is_file()
