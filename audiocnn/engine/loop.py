@@ -38,14 +38,11 @@ class Data:
 
 def load_data(cfg: Config, *, log=print) -> Data:
     """Build the splits, decode every file once (bad files reported before any epoch), make loaders."""
-    from audiocnn.data import AudioCache, build_loaders, build_splits, prepare
+    from audiocnn.data import AudioCache, build_loaders, build_splits, prepare_splits
 
     splits = build_splits(cfg.data)
     cache = AudioCache(cfg.data.cache_dir or None, cfg.data.sample_rate)
-    for name in ("train", "val", "test"):
-        examples = getattr(splits, name)
-        if examples:
-            setattr(splits, name, prepare(examples, cache, on_error=cfg.data.on_error, split_name=name))
+    splits = prepare_splits(splits, cache, on_error=cfg.data.on_error)  # one error lists every bad file
     if not splits.train:
         raise RuntimeError(f"data.name={cfg.data.name!r} gave no training examples; check data.root={cfg.data.root!r}")
     log(f"data: {cfg.data.name} | {len(splits.labels)} labels | train {len(splits.train)} | "
@@ -107,6 +104,9 @@ def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epo
 def fit_normalizer(model: AudioClassifier, data: Data, cfg: Config, device: torch.device) -> None:
     """Per-frequency statistics from the training split only (centre crops, no augmentation)."""
     from audiocnn.data import AudioDataset, collate
+
+    if cfg.frontend.normalize == "none":
+        return
 
     ds = AudioDataset(data.splits.train, data.cache, task=cfg.data.task,
                       num_samples=int(round(cfg.data.duration * cfg.data.sample_rate)), mode="center",

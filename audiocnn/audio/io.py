@@ -1,0 +1,181 @@
+"""Decode audio files to float32 mono waves, and resample them.
+
+Every way a file can be unusable (missing, empty, truncated, corrupt, not audio, NaN samples,
+odd shapes) raises :class:`AudioError` naming the file and the reason, so callers can list all
+bad files before training instead of crashing in the middle of an epoch.
+
+Example:
+    >>> wave = load_audio("recordings/7_jackson_32.wav", sample_rate=16000)
+    >>> wave.shape, wave.dtype
+    ((7040,), dtype('float32'))
+"""
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+__all__ = ["AUDIO_EXTENSIONS", "MAX_CHANNELS", "AudioError", "load_audio", "resample"]
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
+"""File name endings the dataset builders treat as audio."""
+
+MAX_CHANNELS = 64
+"""More channels than this is almost always a ``(channels, time)`` array saved as ``(time, channels)``."""
+
+# MP3 frame counts come from the Xing/LAME header (or an estimate) and may be a little off.
+_MP3_LENGTH_TOLERANCE = 0.05
+
+
+class AudioError(Exception):
+    """An audio file cannot be used. ``str(e) == f"{path}: {reason}"``.
+
+    Attributes:
+        path: the file, as given.
+        reason: what is wrong with it and, where useful, what to do.
+    """
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):  # keep (path, reason) when sent back from a DataLoader worker
+        return (type(self), (self.path, self.reason))
+
+
+def resample(wave: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Band-limited resampling with soxr (``HQ``), the same quality librosa uses by default.
+
+    Args:
+        wave: ``(time,)`` or ``(time, channels)`` samples.
+        orig_sr: sample rate of ``wave`` in Hz.
+        target_sr: wanted sample rate in Hz.
+
+    Returns:
+        float32 array ``(round(time * target_sr / orig_sr),)`` (channels kept if given).
+    """
+    if orig_sr <= 0 or target_sr <= 0:
+        raise ValueError(f"sample rates must be positive, got orig_sr={orig_sr}, target_sr={target_sr}")
+    wave = np.asarray(wave, dtype=np.float32)
+    if orig_sr == target_sr:
+        return wave
+    return np.asarray(soxr.resample(wave, orig_sr, target_sr, quality="HQ"), dtype=np.float32)
+
+
+def _describe_unreadable(path: Path, err: Exception, *, opened: bool) -> str:
+    """A reason for a file libsndfile refuses to open (``opened=False``) or to decode."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    text = str(err)
+    msg = text.split(": ", 1)[1].strip() if ": " in text else text.strip()
+    # libmpg123 claims any unrecognised bytes; its "does not exist" message only misleads
+    detail = f" (libsndfile: {msg})" if msg and "does not exist" not in msg else ""
+    if opened:
+        return f"corrupt or truncated audio data{detail}; re-encode or re-download the file"
+    if head.startswith((b"RIFF", b"RIFX", b"RF64", b"fLaC", b"OggS", b"ID3", b"FORM")):
+        return f"corrupt or truncated audio header{detail}; re-encode or re-download the file"
+    printable = sum(32 <= b < 127 or b in (9, 10, 13) for b in head)
+    if printable >= 0.95 * len(head):
+        return f"not an audio file: the bytes look like text{detail}"
+    return f"not a readable audio file{detail}; supported: {', '.join(AUDIO_EXTENSIONS)}"
+
+
+def _wav_truncation(path: Path) -> str | None:
+    """The reason a RIFF/WAVE file holds fewer data bytes than its header declares, else None.
+
+    libsndfile silently shortens such files, so a half-downloaded WAV would train as a short clip.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk = f.read(8)
+            cid, csize = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if cid == b"data":
+                # 0 and 0xFFFFFFFF are what streaming writers leave when they cannot seek back
+                if csize in (0, 0xFFFFFFFF):
+                    return None
+                have = size - (pos + 8)
+                if have < csize:
+                    return (f"truncated: the WAV header declares {csize} data bytes but the file holds "
+                            f"only {have}; re-download or re-export it")
+                return None
+            pos += 8 + csize + (csize & 1)
+    return None
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int | None = None, *, min_duration: float = 0.01) -> np.ndarray:
+    """Decode a file (wav/flac/ogg/mp3, anything libsndfile reads) to a float32 mono wave.
+
+    Channels are mixed down by their mean; the wave is resampled with soxr when ``sample_rate``
+    differs from the file's.
+
+    Args:
+        path: the audio file.
+        sample_rate: output rate in Hz; ``None`` keeps the file's rate.
+        min_duration: files shorter than this many seconds are rejected (a 1-sample file carries
+            no sound and breaks framing).
+
+    Returns:
+        ``(time,)`` float32 samples, nominally in [-1, 1].
+
+    Raises:
+        AudioError: naming the file and the reason: missing, empty (0 bytes or 0 samples), too
+            short, truncated or corrupt, not audio, NaN/Inf samples, more than ``MAX_CHANNELS``
+            channels.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise AudioError(path, "file not found")
+    if p.is_dir():
+        raise AudioError(path, "is a directory, not an audio file")
+    if p.stat().st_size == 0:
+        raise AudioError(path, "empty file (0 bytes)")
+    opened = False
+    try:
+        with sf.SoundFile(p) as f:
+            opened = True
+            frames, channels, sr, fmt = f.frames, f.channels, f.samplerate, f.format
+            if channels > MAX_CHANNELS:
+                raise AudioError(path, f"{channels} channels (more than {MAX_CHANNELS}): probably a "
+                                       "(channels, time) array written as (time, channels); transpose it")
+            if sr <= 0:
+                raise AudioError(path, f"invalid sample rate {sr} in the header")
+            if frames == 0:
+                raise AudioError(path, "no audio samples (valid header, 0 frames)")
+            data = f.read(dtype="float32", always_2d=True)
+    except AudioError:
+        raise
+    except PermissionError as e:
+        raise AudioError(path, f"cannot read the file ({e.strerror}); check its permissions") from None
+    except (sf.SoundFileError, RuntimeError, ValueError, TypeError, EOFError) as e:
+        raise AudioError(path, _describe_unreadable(p, e, opened=opened)) from None
+
+    if fmt == "WAV" and (reason := _wav_truncation(p)):
+        raise AudioError(path, reason)
+    got = data.shape[0]
+    tolerance = _MP3_LENGTH_TOLERANCE * frames if fmt == "MP3" else 0
+    if got < frames - tolerance:
+        raise AudioError(path, f"truncated or corrupt: the header declares {frames} frames but only {got} "
+                               "could be decoded; re-download or re-export it")
+    if got == 0:
+        raise AudioError(path, "no audio samples could be decoded")
+    if not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise AudioError(path, f"{bad} of {data.size} samples are NaN or Inf; fix or remove the file")
+    if got < min_duration * sr:
+        raise AudioError(path, f"too short: {got} sample(s) at {sr} Hz, less than {min_duration} s")
+
+    wave = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    if sample_rate is not None and sample_rate != sr:
+        wave = resample(wave, sr, sample_rate)
+    return np.ascontiguousarray(wave, dtype=np.float32)

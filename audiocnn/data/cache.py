@@ -1,0 +1,242 @@
+"""Decode and resample every file once; later epochs read float32 arrays from disk or memory.
+
+A cached array is ``<cache_dir>/sr<rate>/<h[:2]>/<h>.npy`` where ``h`` hashes (absolute path,
+size, mtime_ns, sample rate): editing or replacing a file changes its key, so it is decoded again.
+Old entries are never read again and can be deleted with the folder at any time.
+
+Example:
+    >>> cache = AudioCache("~/.cache/audiocnn", sample_rate=16000)
+    >>> good = prepare(splits.train, cache, on_error="raise", split_name="train")
+    >>> cache.load(good[0].path).shape     # no decoding: the array was stored by prepare
+    (16000,)
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import warnings
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+
+from audiocnn.audio.io import AudioError, load_audio
+from audiocnn.data.splits import DataError, Example, Splits
+from audiocnn.utils import atomic_write, show_progress
+
+__all__ = ["AudioCache", "prepare", "prepare_splits"]
+
+
+class AudioCache:
+    """Decoded, resampled waves keyed by file identity.
+
+    Args:
+        cache_dir: folder for ``.npy`` files; ``None`` or ``""`` keeps everything in memory only.
+        sample_rate: rate every wave is resampled to, in Hz.
+        max_open: with a disk cache, how many memory-mapped arrays stay open in this process
+            (each holds a file descriptor); older ones are re-mapped on demand, never re-decoded.
+
+    Attributes:
+        decodes: how many files this process decoded (not counting disk or memory hits).
+    """
+
+    def __init__(self, cache_dir: str | os.PathLike | None, sample_rate: int, *, max_open: int = 512):
+        if sample_rate <= 0:
+            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+        self.sample_rate = int(sample_rate)
+        self.dir = Path(os.path.expanduser(str(cache_dir))) / f"sr{self.sample_rate}" if cache_dir else None
+        self.max_open = max_open
+        self.decodes = 0
+        self._memory: OrderedDict[str, tuple[tuple, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"AudioCache({str(self.dir) if self.dir else None!r}, sample_rate={self.sample_rate})"
+
+    # DataLoader workers: a disk cache re-maps its files there instead of pickling the arrays
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        del state["_lock"]
+        if self.dir is not None:
+            state["_memory"] = OrderedDict()
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def key(self, path: str | os.PathLike) -> tuple:
+        """(absolute path, size, mtime_ns, sample rate); raises AudioError when the file is missing."""
+        full = os.path.abspath(os.path.expanduser(str(path)))
+        try:
+            st = os.stat(full)
+        except FileNotFoundError:
+            raise AudioError(path, "file not found") from None
+        except OSError as e:
+            raise AudioError(path, f"cannot read the file ({e.strerror})") from None
+        return full, st.st_size, st.st_mtime_ns, self.sample_rate
+
+    def file_for(self, key: tuple) -> Path | None:
+        """Where the array for ``key`` is (or would be) stored; None for a memory-only cache."""
+        if self.dir is None:
+            return None
+        h = hashlib.sha256(repr(key).encode()).hexdigest()[:32]
+        return self.dir / h[:2] / f"{h}.npy"
+
+    def load(self, path: str | os.PathLike) -> np.ndarray:
+        """The wave of ``path`` at ``sample_rate``: ``(time,)`` float32, read-only.
+
+        Decodes (``load_audio``) only when neither memory nor disk has the current version.
+
+        Raises:
+            AudioError: the file is missing or cannot be decoded.
+        """
+        key = self.key(path)
+        with self._lock:
+            hit = self._memory.get(key[0])
+            if hit is not None and hit[0] == key:
+                self._memory.move_to_end(key[0])
+                return hit[1]
+        file = self.file_for(key)
+        wave = self._read(file) if file is not None else None
+        if wave is None:
+            wave = load_audio(path, self.sample_rate)
+            with self._lock:
+                self.decodes += 1
+            if file is not None:
+                try:
+                    atomic_write(file, lambda f: np.save(f, wave, allow_pickle=False))
+                    mapped = self._read(file)
+                    wave = mapped if mapped is not None else wave
+                except OSError as e:
+                    warnings.warn(f"cannot write the audio cache {file} ({e}); keeping {path} in memory only",
+                                  stacklevel=2)
+            if wave.flags.writeable:
+                wave.flags.writeable = False
+        with self._lock:
+            self._memory[key[0]] = (key, wave)
+            self._memory.move_to_end(key[0])
+            if self.dir is not None:
+                while len(self._memory) > self.max_open:
+                    self._memory.popitem(last=False)
+        return wave
+
+    @staticmethod
+    def _read(file: Path) -> np.ndarray | None:
+        if not file.is_file():
+            return None
+        try:
+            wave = np.load(file, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError):
+            wave = None
+        if wave is None or wave.dtype != np.float32 or wave.ndim != 1:
+            file.unlink(missing_ok=True)  # a damaged cache entry is rebuilt, never trusted
+            return None
+        return wave
+
+
+def _decode_all(
+    examples: Sequence[Example], cache: AudioCache, desc: str, num_threads: int | None
+) -> list[AudioError | None]:
+    """cache.load every example; per example None or the AudioError it raised."""
+
+    def one(ex: Example) -> AudioError | None:
+        try:
+            cache.load(ex.path)
+        except AudioError as e:
+            return e
+        return None
+
+    threads = num_threads if num_threads is not None else min(8, os.cpu_count() or 1)
+    bar = None
+    if show_progress("auto") and examples:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(examples), desc=desc, unit="file", leave=False)
+    results: list[AudioError | None] = []
+    try:
+        if threads <= 1 or len(examples) < 16:
+            for ex in examples:
+                results.append(one(ex))
+                if bar is not None:
+                    bar.update()
+        else:
+            # soundfile and soxr release the GIL, so threads decode in parallel
+            with ThreadPoolExecutor(threads) as pool:
+                for r in pool.map(one, examples):
+                    results.append(r)
+                    if bar is not None:
+                        bar.update()
+    finally:
+        if bar is not None:
+            bar.close()
+    return results
+
+
+def _bad_files_error(bad: list[tuple[str, AudioError]], total: int) -> DataError:
+    per = {}
+    for name, _ in bad:
+        per[name] = per.get(name, 0) + 1
+    where = ", ".join(f"{name}: {n}" for name, n in per.items())
+    lines = "\n".join(f"  [{name}] {e}" for name, e in bad)
+    return DataError(f"{len(bad)} of {total} audio files cannot be used ({where}); nothing was trained:\n{lines}\n"
+                     "Fix or remove them, or set data.on_error=skip to skip them.")
+
+
+def prepare(
+    examples: Sequence[Example],
+    cache: AudioCache,
+    *,
+    on_error: Literal["raise", "skip"] = "raise",
+    split_name: str = "data",
+    num_threads: int | None = None,
+) -> list[Example]:
+    """Decode every file up front (into ``cache``), before any epoch.
+
+    A progress bar is shown only when stderr is a terminal.
+
+    Args:
+        examples: the split's examples.
+        cache: where the decoded waves go.
+        on_error: ``raise``: one DataError listing every bad file with its reason; ``skip``: one
+            warning per bad file, and only the good examples are returned.
+        split_name: used in messages (``train``, ``val``...).
+        num_threads: decoding threads (default: CPU count, at most 8).
+
+    Returns:
+        The usable examples, in order.
+    """
+    if on_error not in ("raise", "skip"):
+        raise DataError(f"data.on_error={on_error!r} must be 'raise' or 'skip'")
+    errors = _decode_all(examples, cache, f"decode {split_name}", num_threads)
+    bad = [(split_name, e) for e in errors if e is not None]
+    if bad and on_error == "raise":
+        raise _bad_files_error(bad, len(examples))
+    for _, e in bad:
+        warnings.warn(f"skipping bad {split_name} audio file {e}", stacklevel=2)
+    return [ex for ex, e in zip(examples, errors) if e is None]
+
+
+def prepare_splits(
+    splits: Splits,
+    cache: AudioCache,
+    *,
+    on_error: Literal["raise", "skip"] = "raise",
+    num_threads: int | None = None,
+) -> Splits:
+    """:func:`prepare` for train, val and test together: with ``raise``, one DataError lists the bad
+    files of all three; with ``skip``, a new Splits without them."""
+    if on_error not in ("raise", "skip"):
+        raise DataError(f"data.on_error={on_error!r} must be 'raise' or 'skip'")
+    parts = splits.parts()
+    errors = {name: _decode_all(exs, cache, f"decode {name}", num_threads) for name, exs in parts.items()}
+    bad = [(name, e) for name, errs in errors.items() for e in errs if e is not None]
+    if bad and on_error == "raise":
+        raise _bad_files_error(bad, sum(len(x) for x in parts.values()))
+    for name, e in bad:
+        warnings.warn(f"skipping bad {name} audio file {e}", stacklevel=2)
+    good = {name: [ex for ex, e in zip(parts[name], errors[name]) if e is None] for name in parts}
+    return Splits(task=splits.task, labels=list(splits.labels), **good)

@@ -1,0 +1,243 @@
+"""Fixed-length waves and encoded targets, batched for training and evaluation.
+
+Training takes one random crop per clip per epoch, reproducible from (seed, epoch, index);
+evaluation takes a centre crop or sliding windows (``Batch.clip_index`` maps windows to clips).
+
+Example:
+    >>> loaders = build_loaders(cfg.data, splits, AudioCache(cfg.data.cache_dir, 16000), seed=0)
+    >>> for epoch in range(3):
+    ...     loaders["train"].dataset.set_epoch(epoch)
+    ...     for batch in loaders["train"]:
+    ...         batch.wave.shape, batch.target.shape, batch.clip_index.shape   # (B, T), (B,), (B,)
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator, Literal, NamedTuple, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from audiocnn.audio.crop import fix_length, sliding_windows
+from audiocnn.data.cache import AudioCache, prepare_splits
+from audiocnn.data.splits import DataError, Example, Splits
+
+__all__ = ["AudioDataset", "Batch", "EpochShuffleSampler", "build_loaders", "collate", "encode_target", "target_tensor"]
+
+TASKS = ("multiclass", "binary", "multilabel", "regression")
+_TRUE = {"1", "true", "yes", "y", "t", "1.0"}
+_FALSE = {"0", "false", "no", "n", "f", "0.0", ""}
+
+
+def encode_target(task: str, labels: Sequence[str], raw: Any) -> Any:
+    """A raw label to the plain-Python target stored in :class:`Example`.
+
+    Args:
+        task: ``multiclass``, ``binary``, ``multilabel`` or ``regression``.
+        labels: class names (binary: ``[negative, positive]``; regression: target names).
+        raw: multiclass/binary: a label name (or its index); multilabel: an iterable of label
+            names, or a multi-hot sequence of ``len(labels)`` 0/1 values; regression: numbers.
+
+    Returns:
+        multiclass: ``int`` index; binary: ``0``/``1``; multilabel: multi-hot ``tuple[int, ...]``;
+        regression: ``tuple[float, ...]`` of ``len(labels)``.
+
+    Raises:
+        ValueError: an unknown label or a value of the wrong kind, naming it.
+    """
+    labels = list(labels)
+    if task in ("multiclass", "binary"):
+        if isinstance(raw, (int, np.integer)) and not isinstance(raw, bool) and 0 <= raw < len(labels):
+            return int(raw)
+        if str(raw) in labels:
+            return labels.index(str(raw))
+        raise ValueError(f"label {raw!r} is not one of {labels}")
+    if task == "multilabel":
+        values = list(raw)
+        if len(values) == len(labels) and all(str(v).strip().lower() in _TRUE | _FALSE for v in values) \
+                and not set(map(str, values)) <= set(labels):
+            return tuple(int(str(v).strip().lower() in _TRUE) for v in values)
+        hot = [0] * len(labels)
+        for name in values:
+            if str(name) not in labels:
+                raise ValueError(f"label {name!r} is not one of {labels}")
+            hot[labels.index(str(name))] = 1
+        return tuple(hot)
+    if task == "regression":
+        values = [raw] if np.isscalar(raw) else list(raw)
+        if len(values) != len(labels):
+            raise ValueError(f"expected {len(labels)} regression targets ({labels}), got {values!r}")
+        try:
+            out = tuple(float(v) for v in values)
+        except (TypeError, ValueError):
+            raise ValueError(f"regression targets must be numbers, got {values!r}") from None
+        if not all(np.isfinite(out)):
+            raise ValueError(f"regression targets must be finite, got {values!r}")
+        return out
+    raise ValueError(f"task {task!r} is not one of {', '.join(TASKS)}")
+
+
+def target_tensor(task: str, target: Any) -> torch.Tensor:
+    """An encoded target as a tensor: multiclass ``()`` int64; binary ``()`` float32;
+    multilabel ``(n_labels,)`` float32; regression ``(n_targets,)`` float32."""
+    if task == "multiclass":
+        return torch.tensor(int(target), dtype=torch.int64)
+    if task == "binary":
+        return torch.tensor(float(target), dtype=torch.float32)
+    if task in ("multilabel", "regression"):
+        return torch.tensor(np.asarray(target, dtype=np.float32).reshape(-1))
+    raise ValueError(f"task {task!r} is not one of {', '.join(TASKS)}")
+
+
+class AudioDataset(Dataset):
+    """Clips from a cache, cut to ``num_samples``.
+
+    Args:
+        examples: the clips (decode them first with ``prepare``).
+        cache: an :class:`AudioCache` at the model's sample rate.
+        task: how targets are turned into tensors (see :func:`target_tensor`).
+        num_samples: crop length.
+        mode: ``train``: a random crop, reproducible from (seed, epoch, index); ``center``: the
+            centre crop (shorter clips centred in zeros); ``windows``: all sliding windows.
+        hop_samples: window hop for ``windows``.
+        seed: seed of the random crops.
+
+    ``dataset[i]`` is ``(wave, target)``: wave ``(num_samples,)`` float32, or
+    ``(n_windows, num_samples)`` in ``windows`` mode. The index may also be ``(i, epoch)``, which is
+    how :class:`EpochShuffleSampler` passes the epoch to DataLoader workers.
+    """
+
+    def __init__(
+        self,
+        examples: Sequence[Example],
+        cache: AudioCache,
+        *,
+        task: str,
+        num_samples: int,
+        mode: Literal["train", "center", "windows"] = "center",
+        hop_samples: int | None = None,
+        seed: int = 0,
+    ):
+        if mode not in ("train", "center", "windows"):
+            raise ValueError(f"mode must be 'train', 'center' or 'windows', got {mode!r}")
+        if task not in TASKS:
+            raise ValueError(f"task {task!r} is not one of {', '.join(TASKS)}")
+        if num_samples <= 0:
+            raise ValueError(f"num_samples must be positive, got {num_samples}")
+        self.examples = list(examples)
+        self.cache = cache
+        self.task = task
+        self.num_samples = int(num_samples)
+        self.mode = mode
+        self.hop_samples = int(hop_samples or num_samples)
+        self.seed = int(seed)
+        self.epoch = 0
+        """The epoch the next random crops (and the next train-loader pass) use."""
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch of the random crops (and of the shuffle, via EpochShuffleSampler)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        i, epoch = index if isinstance(index, tuple) else (index, self.epoch)
+        ex = self.examples[i]
+        wave = self.cache.load(ex.path)
+        if self.mode == "train":
+            rng = np.random.default_rng([self.seed, int(epoch), int(i)])
+            cut = fix_length(wave, self.num_samples, mode="random", rng=rng)
+        elif self.mode == "center":
+            cut = fix_length(wave, self.num_samples, mode="center")
+        else:
+            cut = sliding_windows(wave, self.num_samples, self.hop_samples)
+        return torch.from_numpy(cut), target_tensor(self.task, ex.target)
+
+
+class EpochShuffleSampler(Sampler):
+    """Shuffles ``dataset`` with (seed, epoch) and yields ``(index, epoch)``.
+
+    The epoch is ``dataset.epoch`` when a pass starts, then ``dataset.epoch`` moves on by one: a
+    loop that calls ``set_epoch`` gets exactly those epochs (a resumed run repeats the order and
+    crops of an uninterrupted one); a loop that never calls it still gets new crops every epoch.
+    """
+
+    def __init__(self, dataset: AudioDataset, seed: int):
+        self.dataset = dataset
+        self.seed = int(seed)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch = self.dataset.epoch
+        self.dataset.epoch = epoch + 1
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.dataset))
+        return iter([(int(i), epoch) for i in order])
+
+
+class Batch(NamedTuple):
+    """wave ``(N, num_samples)``; target ``(B, ...)``; clip_index ``(N,)`` int64, the clip of each row
+    (``arange(B)`` unless evaluating with sliding windows, where N >= B)."""
+
+    wave: torch.Tensor
+    target: torch.Tensor
+    clip_index: torch.Tensor
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+        return Batch(*(t.to(device, non_blocking=non_blocking) for t in self))
+
+
+def collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Batch:
+    """Stack ``(wave, target)`` pairs; window stacks ``(n_windows, T)`` are concatenated row-wise."""
+    waves = [w if w.dim() == 2 else w.unsqueeze(0) for w, _ in batch]
+    counts = torch.tensor([w.shape[0] for w in waves], dtype=torch.int64)
+    clip_index = torch.repeat_interleave(torch.arange(len(batch), dtype=torch.int64), counts)
+    return Batch(torch.cat(waves, dim=0), torch.stack([t for _, t in batch]), clip_index)
+
+
+def build_loaders(cfg: Any, splits: Splits, cache: AudioCache, *, seed: int) -> dict[str, DataLoader]:
+    """DataLoaders for the non-empty splits.
+
+    Every file is decoded into ``cache`` first (:func:`prepare_splits` with ``cfg.on_error``), so a
+    bad file stops the run before training, with the full list, or is skipped with a warning.
+
+    Args:
+        cfg: a ``DataConfig`` (sample_rate, duration, eval_crop, window_hop, batch_size,
+            num_workers, on_error).
+        splits: from ``build_splits``.
+        cache: an :class:`AudioCache` at ``cfg.sample_rate``.
+        seed: seed of the shuffle, the random crops and the workers.
+
+    Returns:
+        ``train``: random crops, shuffled, ``drop_last`` when it has more than one batch;
+        ``val``/``test``: ``cfg.eval_crop`` (centre crop or sliding windows), in order.
+        All yield :class:`Batch`.
+    """
+    if cache.sample_rate != cfg.sample_rate:
+        raise DataError(f"the audio cache decodes at {cache.sample_rate} Hz but data.sample_rate={cfg.sample_rate}")
+    if cfg.batch_size < 1:
+        raise DataError(f"data.batch_size={cfg.batch_size} must be at least 1")
+    splits = prepare_splits(splits, cache, on_error=cfg.on_error)
+    if not splits.train:
+        raise DataError(f"dataset {cfg.name!r} has no usable training files; check data.root and the messages above")
+    num_samples = max(1, int(round(cfg.duration * cfg.sample_rate)))
+    hop = max(1, int(round(cfg.window_hop * cfg.sample_rate)))
+    loaders = {}
+    for name, examples in splits.parts().items():
+        if not examples:
+            continue
+        mode = "train" if name == "train" else cfg.eval_crop
+        ds = AudioDataset(examples, cache, task=splits.task, num_samples=num_samples, mode=mode,
+                          hop_samples=hop, seed=seed)
+        loaders[name] = DataLoader(
+            ds,
+            batch_size=cfg.batch_size,
+            sampler=EpochShuffleSampler(ds, seed) if name == "train" else None,
+            drop_last=name == "train" and len(ds) > cfg.batch_size,
+            num_workers=cfg.num_workers,
+            collate_fn=collate,
+            generator=torch.Generator().manual_seed(seed),
+        )
+    return loaders

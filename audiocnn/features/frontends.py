@@ -1,0 +1,437 @@
+"""Front-ends: waveform ``(batch, time)`` -> features ``(batch, n_features, frames)`` as ``nn.Module``.
+
+One :class:`Frontend` per backend, all built from a :class:`~audiocnn.config.FrontendConfig` by
+:func:`build_frontend`. Whatever the backend, a front-end
+
+* computes in float32 (also under ``torch.autocast``, and its kernels stay float32 when the
+  enclosing model is cast with ``model.half()``);
+* keeps its kernels (windows, mel filterbanks, nnAudio's convolution kernels) out of
+  ``state_dict()``: they follow from the config and are rebuilt, never loaded;
+* moves with ``.to(device)`` as a submodule of the model;
+* knows its output size: ``n_features`` rows and ``num_frames(num_samples)`` frames.
+
+Kinds (``frontend.kind``): ``stft`` (``|X|**power``), ``mel`` (mel of ``|X|**power``), ``logmel``
+(mel, then ``frontend.log``), ``mfcc`` (mel in dB, then DCT-II ortho, like ``librosa.feature.mfcc``),
+``cqt`` (nnAudio ``CQT1992v2``, ``|C|**power``, then ``frontend.log``) and ``waveform`` (identity,
+``(batch, 1, time)``, for 1-D models).
+
+Example:
+    >>> fe = build_frontend(FrontendConfig(kind="logmel", n_mels=64), sample_rate=16000)
+    >>> fe(torch.randn(8, 16000)).shape        # (batch, n_mels, frames)
+    torch.Size([8, 64, 63])
+    >>> fe.n_features, fe.num_frames(16000)
+    (64, 63)
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Iterator, Optional
+
+import numpy as np
+import scipy.signal
+import torch
+from torch import Tensor, nn
+
+from audiocnn.config import FrontendConfig
+
+__all__ = ["Frontend", "build_frontend"]
+
+KINDS = ("stft", "mel", "logmel", "mfcc", "cqt", "waveform")
+BACKENDS = ("torch", "nnaudio", "librosa", "torchaudio")
+# torch.stft's padding names; librosa (numpy.pad) spells two of them differently.
+PAD_MODES = ("constant", "reflect", "replicate", "circular")
+_NUMPY_PAD = {"constant": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+_MEL_KINDS = ("mel", "logmel", "mfcc")
+C1_HZ = 32.70319566257483
+"""Lowest CQT bin when ``frontend.f_min`` is 0 (librosa's default, the note C1)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _non_persistent(module: nn.Module) -> nn.Module:
+    """Re-register every buffer of ``module`` (recursively) as non-persistent.
+
+    Third-party layers (nnAudio, torchaudio) register their kernels as ordinary buffers; they
+    still move with ``.to(device)`` but no longer appear in ``state_dict()``.
+    """
+    for sub in module.modules():
+        if any(True for _ in sub.parameters(recurse=False)):
+            raise ValueError(f"{type(sub).__name__} has trainable parameters; front-ends are fixed")
+        for name, buf in list(sub.named_buffers(recurse=False)):
+            delattr(sub, name)
+            sub.register_buffer(name, buf, persistent=False)
+    return module
+
+
+@contextlib.contextmanager
+def _exact_float32(device: torch.device) -> Iterator[None]:
+    """Turn TF32 off for the front-end on CUDA.
+
+    cuDNN convolutions (nnAudio's STFT and CQT) default to TF32 on Ampere and later GPUs, and
+    ``torch.set_float32_matmul_precision("high")`` does the same for the mel matmul: a 10-bit
+    mantissa, about 1e-3 relative error, i.e. 0.005 dB on loud bins and far more on quiet ones.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    flags = [(torch.backends.cudnn, "allow_tf32"), (torch.backends.cuda.matmul, "allow_tf32")]
+    try:
+        saved = [getattr(mod, name) for mod, name in flags]
+    except RuntimeError:  # TF32 was set through the newer fp32_precision API: leave it alone
+        yield
+        return
+    for mod, name in flags:
+        setattr(mod, name, False)
+    try:
+        yield
+    finally:
+        for (mod, name), value in zip(flags, saved):
+            setattr(mod, name, value)
+
+
+def _power_to_db(S: Tensor, *, amin: float, top_db: Optional[float]) -> Tensor:
+    """``librosa.power_to_db(S, ref=1.0, amin=amin, top_db=top_db)`` per example.
+
+    Shape: ``(batch, rows, frames) -> (batch, rows, frames)``; ``top_db`` clips each example at
+    its own maximum minus ``top_db``.
+    """
+    S_db = 10.0 * torch.log10(S.clamp(min=amin))
+    if top_db is not None:
+        S_db = torch.maximum(S_db, S_db.amax(dim=(-2, -1), keepdim=True) - top_db)
+    return S_db
+
+
+def _dct_matrix(n_mfcc: int, n_mels: int) -> Tensor:
+    """DCT-II, orthonormal, as an ``(n_mfcc, n_mels)`` matrix (``scipy.fft.dct(norm='ortho')``)."""
+    n = np.arange(n_mels)
+    k = np.arange(n_mfcc)[:, None]
+    basis = np.cos(np.pi / n_mels * (n + 0.5) * k) * np.sqrt(2.0 / n_mels)
+    basis[0] /= np.sqrt(2.0)
+    return torch.from_numpy(basis).float()
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+# ----------------------------------------------------------------------------------------------
+# Base class
+
+
+class Frontend(nn.Module):
+    """Waveform ``(batch, time)`` -> features ``(batch, n_features, frames)``, float32.
+
+    Build one with :func:`build_frontend`; subclasses differ only in the backend computing the
+    spectrum. Attributes: ``cfg`` (a copy of the config), ``sample_rate``, ``n_features``.
+    """
+
+    n_features: int
+
+    def __init__(self, cfg: FrontendConfig, sample_rate: int) -> None:
+        super().__init__()
+        self.cfg = dataclasses.replace(cfg)
+        self.sample_rate = int(sample_rate)
+        self.win_length = cfg.win_length or cfg.n_fft
+        self.f_max = float(cfg.f_max) if cfg.f_max is not None else sample_rate / 2.0
+        self.f_min = float(cfg.f_min) if cfg.kind != "cqt" or cfg.f_min > 0 else C1_HZ
+        self.n_features = {
+            "stft": cfg.n_fft // 2 + 1, "mel": cfg.n_mels, "logmel": cfg.n_mels,
+            "mfcc": cfg.n_mfcc, "cqt": cfg.n_bins, "waveform": 1,
+        }[cfg.kind]
+        # samples under one frame; centring pads frame_length // 2 on each side
+        self.frame_length = cfg.n_fft
+        if cfg.kind == "mfcc":
+            self.register_buffer("dct", _dct_matrix(cfg.n_mfcc, cfg.n_mels), persistent=False)
+
+    # -- public ---------------------------------------------------------------------------------
+
+    def forward(self, wave: Tensor) -> Tensor:
+        """Features of a batch of waves.
+
+        Args:
+            wave: ``(batch, time)``, any float dtype.
+
+        Returns:
+            ``(batch, n_features, num_frames(time))``, float32, on ``wave``'s device.
+        """
+        if wave.dim() != 2:
+            raise ValueError(f"front-end input must be a wave of shape (batch, time), got {tuple(wave.shape)}")
+        with torch.autocast(device_type=wave.device.type, enabled=False), _exact_float32(wave.device):
+            return self._features(wave.float())
+
+    def num_frames(self, num_samples: int) -> int:
+        """Number of frames ``forward`` returns for a wave of ``num_samples`` samples."""
+        pad = self.frame_length // 2 if self.cfg.center else 0
+        span = num_samples + 2 * pad - self.frame_length
+        if span < 0:
+            raise ValueError(
+                f"{num_samples} samples are fewer than one frame of {self.frame_length} with "
+                f"frontend.center=false; use longer clips or frontend.center=true"
+            )
+        return 1 + span // self.cfg.hop_length
+
+    def extra_repr(self) -> str:
+        c = self.cfg
+        return f"kind={c.kind}, backend={c.backend}, sample_rate={self.sample_rate}, n_features={self.n_features}"
+
+    # -- shared computation ------------------------------------------------------------------
+
+    def _features(self, x: Tensor) -> Tensor:
+        return self._finish(self._spectrum(x))
+
+    def _spectrum(self, x: Tensor) -> Tensor:
+        """``(batch, time)`` float32 -> linear spectrum: ``|X|**power``, its mel, or ``|C|**power``."""
+        raise NotImplementedError
+
+    def _finish(self, S: Tensor) -> Tensor:
+        """Apply ``frontend.log`` (logmel, cqt) or dB + DCT (mfcc) to a linear spectrum."""
+        c = self.cfg
+        if c.kind == "mfcc":
+            return torch.matmul(self.dct, _power_to_db(S, amin=c.amin, top_db=c.top_db))
+        if c.kind in ("logmel", "cqt"):
+            if c.log == "db":
+                return _power_to_db(S, amin=c.amin, top_db=c.top_db)
+            return torch.log(S + c.log_offset)
+        return S
+
+    def _apply(self, fn, recurse=True):
+        # model.half() / model.to(torch.bfloat16) must not round the kernels: follow the device only
+        def keep_dtype(t: Tensor) -> Tensor:
+            out = fn(t)
+            return out if out.dtype == t.dtype else t.to(device=out.device)
+
+        return super()._apply(keep_dtype, recurse)
+
+
+# ----------------------------------------------------------------------------------------------
+# Backends
+
+
+class WaveformFrontend(Frontend):
+    """Identity for 1-D models: ``(batch, time) -> (batch, 1, time)``."""
+
+    def num_frames(self, num_samples: int) -> int:
+        return num_samples
+
+    def _features(self, x: Tensor) -> Tensor:
+        return x.unsqueeze(1)
+
+
+class TorchFrontend(Frontend):
+    """``torch.stft`` and a librosa mel filterbank (``librosa.filters.mel``, float32)."""
+
+    def __init__(self, cfg: FrontendConfig, sample_rate: int) -> None:
+        super().__init__(cfg, sample_rate)
+        import librosa
+
+        window = librosa.filters.get_window(cfg.window, self.win_length, fftbins=True)
+        self.register_buffer("window", torch.from_numpy(window).float(), persistent=False)
+        if cfg.kind in _MEL_KINDS:
+            fb = librosa.filters.mel(
+                sr=sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=self.f_min, fmax=self.f_max,
+                htk=cfg.mel_scale == "htk", norm=cfg.norm, dtype=np.float32,
+            )
+            self.register_buffer("mel_fb", torch.from_numpy(fb), persistent=False)
+
+    def _spectrum(self, x: Tensor) -> Tensor:
+        c = self.cfg
+        X = torch.stft(
+            x, c.n_fft, hop_length=c.hop_length, win_length=self.win_length, window=self.window,
+            center=c.center, pad_mode=c.pad_mode, return_complex=True,
+        )
+        S = X.real.square() + X.imag.square()  # |X|**2 without a square root
+        if c.power != 2.0:
+            S = S.pow(c.power / 2.0)
+        return torch.matmul(self.mel_fb, S) if c.kind in _MEL_KINDS else S
+
+
+def _nnaudio_layer(cfg: FrontendConfig, sample_rate: int, *, f_min: float, f_max: float) -> nn.Module:
+    """The nnAudio layer for ``cfg.kind``: the one place where config names become nnAudio's.
+
+    torchaudio -> nnAudio: ``sample_rate -> sr``, ``f_min -> fmin``, ``f_max -> fmax``,
+    ``mel_scale='htk' -> htk=True``, ``norm='slaney' -> norm=1``; nnAudio pads with reflect by
+    default, so ``pad_mode`` is always passed.
+    """
+    from nnAudio import features
+
+    common = dict(sr=sample_rate, hop_length=cfg.hop_length, window=cfg.window, center=cfg.center,
+                  pad_mode=cfg.pad_mode, verbose=False)
+    if cfg.kind == "cqt":
+        return features.CQT1992v2(**common, fmin=f_min, n_bins=cfg.n_bins,
+                                  bins_per_octave=cfg.bins_per_octave, output_format="Magnitude")
+    stft = dict(n_fft=cfg.n_fft, win_length=cfg.win_length or cfg.n_fft)
+    if cfg.kind == "stft":
+        return features.STFT(**common, **stft, freq_scale="no", output_format="Magnitude")
+    return features.MelSpectrogram(
+        **common, **stft, n_mels=cfg.n_mels, power=cfg.power, htk=cfg.mel_scale == "htk",
+        fmin=f_min, fmax=f_max, norm=1 if cfg.norm == "slaney" else None,
+    )
+
+
+class NnAudioFrontend(Frontend):
+    """nnAudio's convolutional STFT, mel spectrogram and CQT (``CQT1992v2``)."""
+
+    def __init__(self, cfg: FrontendConfig, sample_rate: int) -> None:
+        super().__init__(cfg, sample_rate)
+        self.layer = _non_persistent(_nnaudio_layer(cfg, sample_rate, f_min=self.f_min, f_max=self.f_max))
+        if cfg.kind == "cqt":
+            self.frame_length = int(self.layer.kernel_width)
+
+    def _spectrum(self, x: Tensor) -> Tensor:
+        S = self.layer(x)
+        if self.cfg.kind in ("stft", "cqt") and self.cfg.power != 1.0:
+            S = S.pow(self.cfg.power)
+        return S
+
+
+_TORCH_WINDOWS = ("hann", "hamming", "blackman", "bartlett")
+
+
+class TorchaudioFrontend(Frontend):
+    """``torchaudio.transforms.Spectrogram`` / ``MelSpectrogram`` (needs torchaudio)."""
+
+    def __init__(self, cfg: FrontendConfig, sample_rate: int) -> None:
+        super().__init__(cfg, sample_rate)
+        try:
+            import torchaudio
+        except Exception as e:  # missing, or built for another torch
+            raise ImportError(
+                f"frontend.backend=torchaudio needs torchaudio ({e}); install it "
+                f"(pip install 'audiocnn[torchaudio]') or use frontend.backend=torch"
+            ) from e
+        _check(cfg.window in _TORCH_WINDOWS,
+               f"frontend.window={cfg.window!r} is not available with frontend.backend=torchaudio "
+               f"(one of {', '.join(_TORCH_WINDOWS)}); use frontend.backend=torch")
+        common = dict(n_fft=cfg.n_fft, win_length=self.win_length, hop_length=cfg.hop_length, pad=0,
+                      window_fn=getattr(torch, f"{cfg.window}_window"), power=cfg.power,
+                      normalized=False, center=cfg.center, pad_mode=cfg.pad_mode)
+        T = torchaudio.transforms
+        if cfg.kind == "stft":
+            layer = T.Spectrogram(**common)
+        else:
+            layer = T.MelSpectrogram(sample_rate=sample_rate, f_min=self.f_min, f_max=self.f_max,
+                                     n_mels=cfg.n_mels, norm=cfg.norm, mel_scale=cfg.mel_scale, **common)
+        self.layer = _non_persistent(layer)
+
+    def _spectrum(self, x: Tensor) -> Tensor:
+        return self.layer(x)
+
+
+class LibrosaFrontend(Frontend):
+    """librosa on the CPU, one example at a time: slow, a reference for the other backends."""
+
+    def _features(self, x: Tensor) -> Tensor:
+        import librosa
+
+        c = self.cfg
+        stft = dict(n_fft=c.n_fft, hop_length=c.hop_length, win_length=self.win_length, window=c.window,
+                    center=c.center, pad_mode=_NUMPY_PAD[c.pad_mode])
+
+        def db(S: np.ndarray) -> np.ndarray:
+            return librosa.power_to_db(S, ref=1.0, amin=c.amin, top_db=c.top_db)
+
+        def one(y: np.ndarray) -> np.ndarray:
+            if c.kind == "stft":
+                return np.abs(librosa.stft(y, **stft)) ** c.power
+            S = librosa.feature.melspectrogram(
+                y=y, sr=self.sample_rate, power=c.power, n_mels=c.n_mels, fmin=self.f_min,
+                fmax=self.f_max, htk=c.mel_scale == "htk", norm=c.norm, **stft,
+            )
+            if c.kind == "mfcc":
+                return librosa.feature.mfcc(S=db(S), n_mfcc=c.n_mfcc, dct_type=2, norm="ortho")
+            if c.kind == "logmel":
+                return db(S) if c.log == "db" else np.log(S + c.log_offset)
+            return S
+
+        out = np.stack([one(y) for y in x.detach().cpu().numpy()])
+        return torch.from_numpy(out).to(device=x.device, dtype=torch.float32)
+
+
+_BACKEND_CLASSES = {
+    "torch": TorchFrontend, "nnaudio": NnAudioFrontend,
+    "librosa": LibrosaFrontend, "torchaudio": TorchaudioFrontend,
+}
+_KIND_BACKENDS = {"cqt": ("nnaudio",)}
+"""Kinds that only some backends compute (all others: every backend)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Factory
+
+
+def _validate(cfg: FrontendConfig, sample_rate: int) -> None:
+    _check(cfg.kind in KINDS, f"frontend.kind={cfg.kind!r} is not one of {', '.join(KINDS)}")
+    _check(cfg.backend in BACKENDS, f"frontend.backend={cfg.backend!r} is not one of {', '.join(BACKENDS)}")
+    _check(sample_rate > 0, f"sample_rate must be positive, got {sample_rate}")
+    if cfg.kind == "waveform":
+        return
+    allowed = _KIND_BACKENDS.get(cfg.kind, BACKENDS)
+    _check(cfg.backend in allowed,
+           f"frontend.kind={cfg.kind} is not available with frontend.backend={cfg.backend}; "
+           f"use frontend.backend={allowed[0]}")
+    _check(cfg.hop_length >= 1, f"frontend.hop_length must be >= 1, got {cfg.hop_length}")
+    _check(cfg.pad_mode in PAD_MODES,
+           f"frontend.pad_mode={cfg.pad_mode!r} is not one of {', '.join(PAD_MODES)}")
+    if cfg.backend == "nnaudio":
+        _check(cfg.pad_mode in ("constant", "reflect"),
+               f"frontend.pad_mode={cfg.pad_mode} is not available with frontend.backend=nnaudio; "
+               f"use constant or reflect")
+    _check(cfg.power > 0, f"frontend.power must be positive, got {cfg.power}")
+    try:  # every backend but torchaudio takes scipy's window names
+        scipy.signal.get_window(cfg.window, 16, fftbins=True)
+    except ValueError as e:
+        raise ValueError(f"frontend.window={cfg.window!r} is not a window scipy.signal.get_window knows ({e})") from None
+    _check(cfg.log in ("db", "log"), f"frontend.log={cfg.log!r} is not one of db, log")
+    _check(cfg.amin > 0, f"frontend.amin must be positive, got {cfg.amin}")
+    _check(cfg.top_db is None or cfg.top_db >= 0, f"frontend.top_db must be >= 0 or null, got {cfg.top_db}")
+    nyquist = sample_rate / 2.0
+    if cfg.kind == "cqt":
+        f_min = cfg.f_min if cfg.f_min > 0 else C1_HZ
+        top = f_min * 2.0 ** ((cfg.n_bins - 1) / cfg.bins_per_octave)
+        _check(top < nyquist,
+               f"frontend.n_bins={cfg.n_bins} CQT bins from frontend.f_min={f_min:.2f} Hz reach {top:.0f} Hz, "
+               f"above the Nyquist frequency {nyquist:g} Hz at sample_rate={sample_rate}; lower n_bins or f_min")
+        return
+    _check(cfg.n_fft >= 2, f"frontend.n_fft must be >= 2, got {cfg.n_fft}")
+    win = cfg.win_length or cfg.n_fft
+    _check(1 <= win <= cfg.n_fft, f"frontend.win_length={cfg.win_length} must be between 1 and n_fft={cfg.n_fft}")
+    if cfg.kind in _MEL_KINDS:
+        f_max = cfg.f_max if cfg.f_max is not None else nyquist
+        _check(0 <= cfg.f_min < f_max <= nyquist,
+               f"need 0 <= frontend.f_min < frontend.f_max <= {nyquist:g} (sample_rate/2), "
+               f"got f_min={cfg.f_min}, f_max={cfg.f_max}")
+        _check(cfg.norm in ("slaney", None), f"frontend.norm={cfg.norm!r} must be 'slaney' or null")
+        _check(cfg.mel_scale in ("slaney", "htk"), f"frontend.mel_scale={cfg.mel_scale!r} must be slaney or htk")
+        _check(cfg.n_mels >= 1, f"frontend.n_mels must be >= 1, got {cfg.n_mels}")
+    if cfg.kind == "mfcc":
+        _check(1 <= cfg.n_mfcc <= cfg.n_mels,
+               f"frontend.n_mfcc={cfg.n_mfcc} must be between 1 and frontend.n_mels={cfg.n_mels}")
+
+
+def build_frontend(cfg: FrontendConfig, sample_rate: int) -> Frontend:
+    """Build the front-end module a recipe asks for.
+
+    Args:
+        cfg: the ``frontend`` section of a recipe.
+        sample_rate: sample rate of the waves it will see (``data.sample_rate``).
+
+    Returns:
+        A :class:`Frontend`: ``(batch, time) -> (batch, n_features, frames)``, float32.
+
+    Raises:
+        ValueError: an invalid setting or an unavailable kind/backend pair, naming the config keys.
+        ImportError: ``backend=torchaudio`` without a working torchaudio.
+
+    Example:
+        >>> fe = build_frontend(FrontendConfig(kind="mfcc", n_mfcc=20), sample_rate=8000)
+        >>> fe(torch.randn(2, 8000)).shape
+        torch.Size([2, 20, 32])
+    """
+    _validate(cfg, sample_rate)
+    if cfg.kind == "waveform":
+        return WaveformFrontend(cfg, sample_rate)
+    return _BACKEND_CLASSES[cfg.backend](cfg, sample_rate)
