@@ -206,18 +206,20 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
         run_dir = Path(resume)
         state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
         cfg = config_from_dict(state["config"])
-    else:
+    tr = cfg.trainer
+    seed_everything(tr.seed, tr.deterministic)
+    device = pick_device(tr.device)
+    messages: list[str] = []
+    data = load_data(cfg, log=messages.append)  # a missing dataset or bad file fails before a run folder exists
+    if state is None:
         run_dir = make_run_dir(cfg.trainer.output_dir, cfg.name or "run")
         save_config(cfg, run_dir / "config.yaml")
         write_env(run_dir)
     log = RunLogger(run_dir, quiet=quiet)
-    tr = cfg.trainer
-    seed_everything(tr.seed, tr.deterministic)
-    device = pick_device(tr.device)
     progress = show_progress(tr.progress)
     log.info(f"run: {run_dir} | device: {device} | precision: {tr.precision}")
-
-    data = load_data(cfg, log=log.info)
+    for msg in messages:
+        log.info(msg)
     labels, task = data.splits.labels, cfg.data.task
     write_json(run_dir / "labels.json", {"task": task, "labels": labels})
     model = build_classifier(cfg, labels).to(device)
@@ -269,7 +271,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
         else:
             stale += 1
         log.log_epoch(row)
-        log.info(" | ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
+        log.info(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
                  + (" *" if improved else ""))
         ckpt = dict(model=model, config=config_to_dict(cfg), labels=labels, task=task, epoch=epoch,
                     optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),

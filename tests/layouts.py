@@ -1,0 +1,66 @@
+"""Tiny stand-ins for the real datasets' folder layouts, for recipe smoke tests.
+
+Each class is a tone at its own frequency, so a few steps can learn something; files are short.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+
+def tone(path: Path, cls: int, *, sr: int, seconds: float, seed: int, fmt: str | None = None) -> None:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(sr * seconds)) / sr
+    freq = 200 * (cls + 1) * (1 + 0.02 * rng.standard_normal())
+    x = 0.4 * np.sin(2 * np.pi * freq * t) + 0.02 * rng.standard_normal(len(t))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, x.astype(np.float32), sr, format=fmt)
+
+
+def fsdd(root: Path) -> None:
+    for d in range(10):
+        for i in range(12):
+            tone(root / "recordings" / f"{d}_alice_{i}.wav", d, sr=8000, seconds=0.4, seed=100 * d + i)
+
+
+def esc10(root: Path) -> None:
+    rows = []
+    for fold in range(1, 6):
+        for target, category in ((0, "dog"), (1, "rooster"), (38, "clock_tick")):
+            stem = f"{fold}-{1000 + target}-A-{target}"
+            tone(root / "audio" / f"{stem}.flac", target % 7, sr=16000, seconds=1.0, seed=fold * 100 + target, fmt="FLAC")
+            rows.append([f"{stem}.wav", fold, target, category, "True", 1000 + target, "A"])
+    (root / "meta").mkdir(parents=True, exist_ok=True)
+    with open(root / "meta" / "esc10.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["filename", "fold", "target", "category", "esc10", "src_file", "take"])
+        w.writerows(rows)
+
+
+def ravdess(root: Path) -> None:
+    for actor in range(1, 17):
+        for emotion in range(1, 9):
+            tone(root / f"Actor_{actor:02d}" / f"03-01-{emotion:02d}-01-01-01-{actor:02d}.wav", emotion, sr=16000,
+                 seconds=0.8, seed=actor * 10 + emotion)
+
+
+def gtzan(root: Path) -> None:
+    for g, genre in enumerate(("blues", "classical", "jazz")):
+        for i in range(10):
+            tone(root / "genres" / genre / f"{genre}.{i:05d}.wav", g, sr=22050, seconds=3.5, seed=g * 100 + i)
+
+
+def speech_commands(root: Path) -> None:
+    words = ("yes", "no", "up")
+    for w, word in enumerate(words):
+        for spk in ("aa11", "bb22", "cc33", "dd44"):
+            for n in range(2):
+                tone(root / word / f"{spk}_nohash_{n}.wav", w, sr=16000, seconds=1.0, seed=hash((w, spk, n)) % 1000)
+    (root / "validation_list.txt").write_text("".join(f"{word}/cc33_nohash_{n}.wav\n" for word in words for n in range(2)))
+    (root / "testing_list.txt").write_text("".join(f"{word}/dd44_nohash_{n}.wav\n" for word in words for n in range(2)))
+
+
+LAYOUTS = {"fsdd": fsdd, "esc10": esc10, "ravdess": ravdess, "gtzan": gtzan, "speech_commands": speech_commands}
