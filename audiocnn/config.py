@@ -137,6 +137,11 @@ class ModelConfig:
     """A registered model (``audiocnn list-models``)."""
     args: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments for the model constructor (checked against its signature)."""
+    pretrained: str = ""
+    """A local state-dict file (torchvision key names or an audiocnn checkpoint) to start from; the first conv
+    is adapted when ``in_chans`` differs and the head replaced when ``num_classes`` differs."""
+    freeze: str = "none"
+    """``none``, ``backbone`` (all but the head) or a number N: the stem and the first N stages."""
 
 
 @dataclass

@@ -74,6 +74,11 @@ def build_classifier(cfg: Config, labels: list[str]) -> AudioClassifier:
     args.update(_size_args(cfg, args, frontend, dims=model_dims(cfg.model.name, args)))
     args.setdefault("num_classes", num_outputs(cfg.data.task, labels))
     network = create_model(cfg.model.name, **args)
+    if cfg.model.pretrained or cfg.model.freeze != "none":
+        from audiocnn.models.pretrained import freeze, load_pretrained
+        if cfg.model.pretrained:
+            load_pretrained(network, cfg.model.pretrained, model_name=cfg.model.name)
+        freeze(network, cfg.model.freeze)
     return AudioClassifier(frontend, network, augment)
 
 
