@@ -222,7 +222,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
         log.info(msg)
     labels, task = data.splits.labels, cfg.data.task
     write_json(run_dir / "labels.json", {"task": task, "labels": labels})
-    model = build_classifier(cfg, labels).to(device)
+    model = build_classifier(cfg, labels, pretrained=state is None).to(device)
     if tr.channels_last and model.network.dims == 2:
         model.network.to(memory_format=torch.channels_last)
     if state is None:

@@ -36,7 +36,7 @@ def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str | tor
     state = load_checkpoint(path)
     cfg: Config = config_from_dict(state["config"])
     device = pick_device("auto") if device is None else torch.device(device)
-    model = build_classifier(cfg, state["labels"])
+    model = build_classifier(cfg, state["labels"], pretrained=False)
     model.load_state_dict(state["model"])
     return model.to(device).eval(), cfg, state["labels"], state["task"]
 

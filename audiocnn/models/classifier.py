@@ -62,8 +62,11 @@ def num_outputs(task: str, labels: list[str]) -> int:
     return 1 if task == "binary" else len(labels)
 
 
-def build_classifier(cfg: Config, labels: list[str]) -> AudioClassifier:
-    """Front-end, augmentation and network from a recipe; the network's input size comes from the front-end."""
+def build_classifier(cfg: Config, labels: list[str], *, pretrained: bool = True) -> AudioClassifier:
+    """Front-end, augmentation and network from a recipe; the network's input size comes from the front-end.
+
+    ``pretrained=False`` skips ``model.pretrained`` (a checkpoint's own weights are loaded next anyway).
+    """
     frontend = build_frontend(cfg.frontend, cfg.data.sample_rate)
     aug = cfg.augment
     augment = None
@@ -76,7 +79,7 @@ def build_classifier(cfg: Config, labels: list[str]) -> AudioClassifier:
     network = create_model(cfg.model.name, **args)
     if cfg.model.pretrained or cfg.model.freeze != "none":
         from audiocnn.models.pretrained import freeze, load_pretrained
-        if cfg.model.pretrained:
+        if cfg.model.pretrained and pretrained:
             load_pretrained(network, cfg.model.pretrained, model_name=cfg.model.name)
         freeze(network, cfg.model.freeze)
     return AudioClassifier(frontend, network, augment)
