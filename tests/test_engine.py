@@ -143,3 +143,34 @@ def test_bad_file_is_skipped_and_training_finishes(tmp_path):
     with pytest.warns(UserWarning, match=victim.name):
         run = train(load_config(ROOT / "recipes" / "quickstart.yaml", overrides + ["data.on_error=skip"]), quiet=True)
     assert (run / "checkpoints" / "last.pt").is_file()
+
+
+def test_checkpoint_has_no_frontend_kernels_and_norm_is_from_train_only(tmp_path):
+    import torch
+
+    from audiocnn.data import AudioCache, build_splits
+    from audiocnn.audio import fix_length
+    from audiocnn.engine.checkpoint import load_checkpoint
+    from audiocnn.features import build_frontend
+
+    cfg = load_config(ROOT / "recipes" / "quickstart.yaml", tiny_overrides(tmp_path, "trainer.epochs=1"))
+    run = train(cfg, quiet=True)
+    state = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert not [k for k in state["model"] if k.startswith("frontend.")]
+    assert {"norm.mean", "norm.std"} <= set(state["model"])
+
+    # Independent estimate: log-mel of the centre-cropped training clips only.
+    splits = build_splits(cfg.data)
+    cache = AudioCache(None, cfg.data.sample_rate)
+    fe = build_frontend(cfg.frontend, cfg.data.sample_rate)
+    n = int(cfg.data.duration * cfg.data.sample_rate)
+
+    def mean_of(examples):
+        waves = torch.stack([torch.from_numpy(fix_length(np.asarray(cache.load(e.path)), n, mode="center"))
+                             for e in examples])
+        return fe(waves).mean(dim=(0, 2))
+
+    train_mean = mean_of(splits.train)
+    everything = mean_of(splits.train + splits.val + splits.test)
+    torch.testing.assert_close(state["model"]["norm.mean"].float(), train_mean, atol=1e-3, rtol=1e-4)
+    assert not torch.allclose(train_mean, everything, atol=1e-3)
