@@ -30,6 +30,7 @@ class Stage:
         stride: stride of the first block.
         pool: ``max`` or ``avg`` pooling after the stage, or None.
         pool_size / pool_stride / pool_padding: pooling geometry (stride defaults to size).
+        pool_ceil_mode: round the pooled size up (Caffe-style pooling, as GoogLeNet's weights expect).
         drop_rate: dropout after the stage (as PANNs CNNs do).
         args: extra keyword arguments for every block (``groups``, ``expansion``, ``kernel_size``...).
     """
@@ -42,6 +43,7 @@ class Stage:
     pool_size: int | tuple = 2
     pool_stride: int | tuple | None = None
     pool_padding: int = 0
+    pool_ceil_mode: bool = False
     drop_rate: float = 0.0
     args: dict[str, Any] = field(default_factory=dict)
 
@@ -160,7 +162,8 @@ class ConvNet(nn.Module):
             s = spec.stride if isinstance(spec.stride, int) else max(spec.stride)
             reduction *= s
             if spec.pool:
-                blocks.append(pool_nd(spec.pool, dims, spec.pool_size, spec.pool_stride, spec.pool_padding))
+                blocks.append(pool_nd(spec.pool, dims, spec.pool_size, spec.pool_stride, spec.pool_padding,
+                                      spec.pool_ceil_mode))
                 ps = spec.pool_stride or spec.pool_size
                 reduction *= ps if isinstance(ps, int) else max(ps)
             if spec.drop_rate:

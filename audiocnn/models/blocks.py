@@ -12,7 +12,9 @@ from torch import nn
 
 from audiocnn.registry import Registry
 
-__all__ = ["BLOCKS", "BasicBlock", "Bottleneck", "ConvNormAct", "VGGBlock", "get_act", "get_norm", "conv_nd", "pool_nd"]
+__all__ = ["BLOCKS", "BasicBlock", "Bottleneck", "ConvNormAct", "DenseBlock", "DenseLayer", "DropPath", "Inception",
+           "InvertedResidual", "NormAct", "SqueezeExcite", "Transition", "VGGBlock", "get_act", "get_norm", "conv_nd",
+           "pool_nd"]
 
 BLOCKS: Registry[Callable[..., nn.Module]] = Registry("block")
 
@@ -32,10 +34,13 @@ def get_act(name: str | Callable[[], nn.Module] | None) -> nn.Module:
     return act(inplace=True) if act in (nn.ReLU, nn.ReLU6, nn.SiLU, nn.ELU, nn.LeakyReLU) else act()
 
 
-def get_norm(name: str | None, num_features: int, dims: int) -> nn.Module:
-    """Normalisation by name: ``batchnorm``, ``groupnorm``, ``layernorm`` (over channels), ``none``."""
+def get_norm(name: str | Callable[[int], nn.Module] | None, num_features: int, dims: int) -> nn.Module:
+    """Normalisation by name: ``batchnorm``, ``groupnorm``, ``layernorm`` (over channels), ``none``;
+    or a callable taking the channel count, e.g. ``partial(nn.BatchNorm2d, eps=1e-3)``."""
     if name in (None, "none"):
         return nn.Identity()
+    if callable(name) and not isinstance(name, str):
+        return name(num_features)
     if name == "batchnorm":
         return (nn.BatchNorm1d if dims == 1 else nn.BatchNorm2d)(num_features)
     if name == "groupnorm":
@@ -146,3 +151,213 @@ class Bottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.conv3(self.conv2(self.conv1(x))) + self.shortcut(x))
+
+
+def _unit_stride(stride: int | tuple) -> bool:
+    return all(s == 1 for s in ((stride,) if isinstance(stride, int) else stride))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: in training, drop a residual branch for a whole sample with probability ``p`` and scale
+    the kept ones by ``1 / (1 - p)``. Parameter-free; the identity in eval mode."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation: global average -> 1x1 reduce -> act -> 1x1 expand -> sigmoid gate on the channels.
+
+    ``(batch, chans, *spatial) -> (batch, chans, *spatial)``.
+    """
+
+    def __init__(self, chans: int, squeeze_chans: int, *, dims: int = 2, act_layer: str | None = "relu"):
+        super().__init__()
+        self.fc1 = conv_nd(dims, chans, squeeze_chans, 1)
+        self.act = get_act(act_layer)
+        self.fc2 = conv_nd(dims, squeeze_chans, chans, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean(tuple(range(2, x.ndim)), keepdim=True)
+        return x * torch.sigmoid(self.fc2(self.act(self.fc1(s))))
+
+
+@BLOCKS.register("inverted_residual")
+class InvertedResidual(nn.Module):
+    """MobileNetV2 inverted residual (narrow -> wide -> narrow), and with ``se_ratio`` EfficientNet's MBConv.
+
+    1x1 expand to ``round(in_chans * expand_ratio)`` (skipped when that equals ``in_chans``), depthwise
+    ``kernel_size`` conv with the stride, optional squeeze-excitation, 1x1 linear projection (no activation);
+    identity shortcut (through :class:`DropPath`) when the shape is kept.
+
+    Args:
+        expand_ratio: width of the hidden layer relative to the input.
+        kernel_size: depthwise kernel.
+        se_ratio: squeeze width relative to the block *input* channels (0: no SE), as in EfficientNet.
+        drop_path_rate: stochastic depth probability of the residual branch.
+    """
+
+    def __init__(self, in_chans: int, out_chans: int, *, stride: int | tuple = 1, dims: int = 2,
+                 norm_layer: str | None = "batchnorm", act_layer: str | None = "relu6", expand_ratio: float = 6.0,
+                 kernel_size: int = 3, se_ratio: float = 0.0, drop_path_rate: float = 0.0):
+        super().__init__()
+        hidden = int(round(in_chans * expand_ratio))
+        common = dict(dims=dims, norm_layer=norm_layer)
+        self.expand = (ConvNormAct(in_chans, hidden, 1, act_layer=act_layer, **common) if hidden != in_chans
+                       else nn.Identity())
+        self.dw = ConvNormAct(hidden, hidden, kernel_size, stride=stride, groups=hidden, act_layer=act_layer, **common)
+        self.se = (SqueezeExcite(hidden, max(1, int(in_chans * se_ratio)), dims=dims, act_layer=act_layer)
+                   if se_ratio > 0 else nn.Identity())
+        self.project = ConvNormAct(hidden, out_chans, 1, act_layer=None, **common)
+        self.use_shortcut = _unit_stride(stride) and in_chans == out_chans
+        self.drop_path = DropPath(drop_path_rate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.project(self.se(self.dw(self.expand(x))))
+        return x + self.drop_path(out) if self.use_shortcut else out
+
+
+@BLOCKS.register("mbconv")
+def mbconv(in_chans: int, out_chans: int, *, stride: int | tuple = 1, dims: int = 2,
+           norm_layer: str | None = "batchnorm", act_layer: str | None = "silu", expand_ratio: float = 6.0,
+           kernel_size: int = 3, se_ratio: float = 0.25, drop_path_rate: float = 0.0) -> InvertedResidual:
+    """EfficientNet's MBConv: an :class:`InvertedResidual` with squeeze-excitation (``se_ratio`` 0.25)."""
+    return InvertedResidual(in_chans, out_chans, stride=stride, dims=dims, norm_layer=norm_layer, act_layer=act_layer,
+                            expand_ratio=expand_ratio, kernel_size=kernel_size, se_ratio=se_ratio,
+                            drop_path_rate=drop_path_rate)
+
+
+@BLOCKS.register("inception")
+class Inception(nn.Module):
+    """Inception v1 cell: 1x1, 1x1 -> 3x3, 1x1 -> 5x5 and 3x3 max-pool -> 1x1 branches, concatenated.
+
+    ``out_chans`` must equal ``ch1x1 + ch3x3 + ch5x5 + pool_proj`` (the stage spec states the cell's width).
+
+    Args:
+        ch1x1: width of the 1x1 branch.
+        ch3x3red / ch3x3: reduction and output width of the 3x3 branch.
+        ch5x5red / ch5x5: reduction and output width of the "5x5" branch.
+        pool_proj: width of the 1x1 projection after the pooling branch.
+        large_kernel: kernel of the "5x5" branch; torchvision's GoogLeNet (and its weights) use 3.
+    """
+
+    def __init__(self, in_chans: int, out_chans: int, *, stride: int | tuple = 1, dims: int = 2,
+                 norm_layer: str | None = "batchnorm", act_layer: str | None = "relu", ch1x1: int, ch3x3red: int,
+                 ch3x3: int, ch5x5red: int, ch5x5: int, pool_proj: int, large_kernel: int = 5):
+        super().__init__()
+        if not _unit_stride(stride):
+            raise ValueError("an inception cell keeps the resolution; pool in the stage spec instead of a stride")
+        if ch1x1 + ch3x3 + ch5x5 + pool_proj != out_chans:
+            raise ValueError(f"inception branches give {ch1x1 + ch3x3 + ch5x5 + pool_proj} channels "
+                             f"({ch1x1}+{ch3x3}+{ch5x5}+{pool_proj}), but the stage says out_chans={out_chans}")
+
+        def conv(cin: int, cout: int, k: int) -> ConvNormAct:
+            return ConvNormAct(cin, cout, k, dims=dims, norm_layer=norm_layer, act_layer=act_layer)
+
+        self.branch1 = conv(in_chans, ch1x1, 1)
+        self.branch2 = nn.Sequential(conv(in_chans, ch3x3red, 1), conv(ch3x3red, ch3x3, 3))
+        self.branch3 = nn.Sequential(conv(in_chans, ch5x5red, 1), conv(ch5x5red, ch5x5, large_kernel))
+        self.branch4 = nn.Sequential(pool_nd("max", dims, 3, 1, 1, ceil_mode=True), conv(in_chans, pool_proj, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], 1)
+
+
+class NormAct(nn.Module):
+    """norm -> act (the pre-activation half of DenseNet's layers)."""
+
+    def __init__(self, chans: int, *, dims: int = 2, norm_layer: str | None = "batchnorm",
+                 act_layer: str | None = "relu"):
+        super().__init__()
+        self.norm = get_norm(norm_layer, chans, dims)
+        self.act = get_act(act_layer)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(x))
+
+
+@BLOCKS.register("norm_act")
+def norm_act(in_chans: int, out_chans: int, *, stride: int | tuple = 1, dims: int = 2,
+             norm_layer: str | None = "batchnorm", act_layer: str | None = "relu") -> NormAct:
+    """A final norm -> act stage (DenseNet's ``norm5`` + ReLU before the pool); keeps the channel count."""
+    if in_chans != out_chans or not _unit_stride(stride):
+        raise ValueError(f"norm_act keeps the shape: got {in_chans} -> {out_chans} channels, stride {stride}")
+    return NormAct(in_chans, dims=dims, norm_layer=norm_layer, act_layer=act_layer)
+
+
+class DenseLayer(nn.Module):
+    """DenseNet-BC layer, pre-activation: norm-act-1x1 conv (``bn_size * growth_rate``) -> norm-act-3x3 conv
+    (``growth_rate``). ``(batch, in_chans, ...) -> (batch, growth_rate, ...)``."""
+
+    def __init__(self, in_chans: int, growth_rate: int, bn_size: int, *, dims: int = 2,
+                 norm_layer: str | None = "batchnorm", act_layer: str | None = "relu"):
+        super().__init__()
+        width = bn_size * growth_rate
+        self.norm1 = get_norm(norm_layer, in_chans, dims)
+        self.act1 = get_act(act_layer)
+        self.conv1 = conv_nd(dims, in_chans, width, 1, bias=False)
+        self.norm2 = get_norm(norm_layer, width, dims)
+        self.act2 = get_act(act_layer)
+        self.conv2 = conv_nd(dims, width, growth_rate, 3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.act2(self.norm2(self.conv1(self.act1(self.norm1(x))))))
+
+
+@BLOCKS.register("dense_block")
+class DenseBlock(nn.Module):
+    """``num_layers`` dense layers, each fed the concatenation of the block input and all earlier outputs.
+
+    ``out_chans`` must equal ``in_chans + num_layers * growth_rate``.
+
+    Args:
+        num_layers: dense layers in the block.
+        growth_rate: channels each layer adds.
+        bn_size: bottleneck width of each layer in multiples of ``growth_rate``.
+    """
+
+    def __init__(self, in_chans: int, out_chans: int, *, stride: int | tuple = 1, dims: int = 2,
+                 norm_layer: str | None = "batchnorm", act_layer: str | None = "relu", num_layers: int,
+                 growth_rate: int = 32, bn_size: int = 4):
+        super().__init__()
+        if not _unit_stride(stride):
+            raise ValueError("a dense block keeps the resolution; downsample in a transition stage")
+        if in_chans + num_layers * growth_rate != out_chans:
+            raise ValueError(f"dense block: {in_chans} + {num_layers} x {growth_rate} = "
+                             f"{in_chans + num_layers * growth_rate} channels, but the stage says {out_chans}")
+        self.layers = nn.ModuleList(
+            DenseLayer(in_chans + i * growth_rate, growth_rate, bn_size, dims=dims, norm_layer=norm_layer,
+                       act_layer=act_layer) for i in range(num_layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = [x]
+        for layer in self.layers:
+            features.append(layer(torch.cat(features, 1)))
+        return torch.cat(features, 1)
+
+
+@BLOCKS.register("transition")
+class Transition(nn.Module):
+    """DenseNet transition: norm -> act -> 1x1 conv (usually halving the channels). The 2x2 average pool
+    is the stage's ``pool``."""
+
+    def __init__(self, in_chans: int, out_chans: int, *, stride: int | tuple = 1, dims: int = 2,
+                 norm_layer: str | None = "batchnorm", act_layer: str | None = "relu"):
+        super().__init__()
+        self.norm = get_norm(norm_layer, in_chans, dims)
+        self.act = get_act(act_layer)
+        self.conv = conv_nd(dims, in_chans, out_chans, 1, stride=stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.act(self.norm(x)))

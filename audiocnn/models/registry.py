@@ -9,7 +9,7 @@ from torch import nn
 
 from audiocnn.registry import Registry
 
-__all__ = ["MODELS", "create_model", "list_models", "model_dims", "register_model"]
+__all__ = ["MODELS", "accepts", "create_model", "list_models", "model_dims", "register_model"]
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
@@ -51,6 +51,14 @@ def create_model(name: str, **kwargs) -> nn.Module:
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching a glob pattern."""
     return MODELS.names(pattern)
+
+
+def accepts(name: str, arg: str) -> bool:
+    """Whether a model factory takes ``arg`` (directly, or through ``**kwargs`` passed on to ConvNet)."""
+    from audiocnn.models.backbone import ConvNet
+
+    names, var_kw = _accepted(MODELS.get(name))
+    return arg in names or (var_kw and arg in _accepted(ConvNet.__init__)[0])
 
 
 def model_dims(name: str, args: dict | None = None) -> int:
