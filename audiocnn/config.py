@@ -43,7 +43,8 @@ class DataConfig:
     """Where the audio comes from, how it is split, cut and batched."""
 
     name: str = "synthetic"
-    """Registered dataset: synthetic, folder, manifest, fsdd, esc10, esc50, ravdess, gtzan, speech_commands."""
+    """Registered dataset: synthetic, folder, manifest, fsdd, esc10, esc50, ravdess, gtzan, speech_commands;
+    with ``frontend.kind: image``: mnist, imagefolder."""
     root: str = ""
     """Dataset folder (``${AUDIOCNN_DATA:-data}/fsdd``)."""
     manifest: str = ""
@@ -80,6 +81,16 @@ class DataConfig:
     """``synthetic`` only: number of classes."""
     num_per_class: int = 60
     """``synthetic`` only: clips per class."""
+    image_size: list[int] = field(default_factory=list)
+    """Images: ``[height, width]`` (or one number for a square) they are resized to when decoded; empty keeps
+    MNIST's 28x28 (an image folder needs a size)."""
+    channels: int = 0
+    """Images: 1 (grayscale) or 3 (RGB); 0 takes the dataset's own (MNIST 1, image folder 3)."""
+    add_inverted: bool = False
+    """Images: the training and validation splits also hold every image inverted (pixel -> 255 - pixel)."""
+    extra_tests: list[str] = field(default_factory=list)
+    """More test sets, each evaluated after training into ``eval/<name>_metrics.json``: ``test_inverted``
+    (images: the test split with every pixel inverted)."""
 
 
 @dataclass
@@ -90,7 +101,9 @@ class FrontendConfig:
     explicit because librosa, torchaudio and nnAudio default differently.
     """
 
-    kind: Literal["stft", "mel", "logmel", "mfcc", "cqt", "waveform"] = "logmel"
+    kind: Literal["stft", "mel", "logmel", "mfcc", "cqt", "waveform", "image"] = "logmel"
+    """``image``: the batches are already images ``(batch, channels, height, width)`` (image datasets); only
+    ``normalize`` applies."""
     backend: Literal["torch", "nnaudio", "librosa", "torchaudio"] = "torch"
     n_fft: int = 1024
     win_length: Optional[int] = None
@@ -113,8 +126,8 @@ class FrontendConfig:
     n_bins: int = 84
     """CQT: number of bins."""
     bins_per_octave: int = 12
-    normalize: Literal["none", "per_frequency"] = "per_frequency"
-    """Per-frequency mean/std, estimated on the training split only."""
+    normalize: Literal["none", "per_frequency", "per_channel"] = "per_frequency"
+    """Per-frequency (spectrograms) or per-channel (``kind: image``) mean/std, estimated on the training split only."""
 
 
 @dataclass
@@ -129,6 +142,19 @@ class AugmentConfig:
     """Mixup Beta(alpha, alpha) on spectrograms and targets; 0 disables."""
     gain_db: float = 0.0
     """Random gain in [-gain_db, +gain_db] dB on the waveform; 0 disables."""
+    # Images (frontend.kind: image), on the device, per example, before normalisation:
+    invert: float = 0.0
+    """Probability of inverting an image (pixel -> 255 - pixel, i.e. 1 - x on [0, 1])."""
+    rotation: float = 0.0
+    """Random rotation in [-rotation, +rotation] degrees."""
+    translate: float = 0.0
+    """Random shift up to this fraction of the width and of the height."""
+    shear: float = 0.0
+    """Random shear in [-shear, +shear] degrees."""
+    zoom: float = 0.0
+    """Random resize by a factor in [1 - zoom, 1 + zoom] (about the centre, same output size)."""
+    hflip: float = 0.0
+    """Probability of a horizontal flip."""
 
 
 @dataclass

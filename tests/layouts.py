@@ -5,6 +5,8 @@ Each class is a tone at its own frequency, so a few steps can learn something; f
 from __future__ import annotations
 
 import csv
+import gzip
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -63,4 +65,54 @@ def speech_commands(root: Path) -> None:
     (root / "testing_list.txt").write_text("".join(f"{word}/dd44_nohash_{n}.wav\n" for word in words for n in range(2)))
 
 
-LAYOUTS = {"fsdd": fsdd, "esc10": esc10, "ravdess": ravdess, "gtzan": gtzan, "speech_commands": speech_commands}
+def idx_bytes(array: np.ndarray, magic: int) -> bytes:
+    """An IDX file: big-endian magic and sizes, then the unsigned bytes."""
+    return struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape) + array.astype(np.uint8).tobytes()
+
+
+def digit_images(n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(n, 28, 28)`` uint8 stand-ins for digits: class ``c`` is a bright bar at row ``2 + 2.4 c``, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(10), n_per_class)
+    rng.shuffle(labels)
+    images = rng.integers(0, 40, (len(labels), 28, 28))
+    for i, c in enumerate(labels):
+        row = 2 + int(2.4 * c)
+        images[i, row:row + 3, 4 + rng.integers(0, 4):22 + rng.integers(0, 4)] = 255
+    return images.astype(np.uint8), labels.astype(np.uint8)
+
+
+def mnist(root: Path, *, n_train: int = 8, n_test: int = 3) -> None:
+    """The four MNIST IDX files: training ones gzip-compressed, test ones raw (both are read)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for stem, n, compress, seed in (("train", n_train, True, 0), ("t10k", n_test, False, 1)):
+        images, labels = digit_images(n, seed)
+        for kind, array, magic in (("images-idx3", images, 2051), ("labels-idx1", labels, 2049)):
+            data = idx_bytes(array, magic)
+            name = f"{stem}-{kind}-ubyte"
+            if compress:
+                (root / f"{name}.gz").write_bytes(gzip.compress(data))
+            else:
+                (root / name).write_bytes(data)
+
+
+def images(root: Path, *, n_train: int = 8, n_val: int = 3, classes: tuple[str, ...] = ("cats", "dogs")) -> None:
+    """``train/<class>/`` and ``validation/<class>/`` image files of mixed formats and sizes (cats_vs_dogs layout):
+    class 0 reddish, class 1 bluish."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for part, n in (("train", n_train), ("validation", n_val)):
+        for c, name in enumerate(classes):
+            folder = root / part / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                h, w = int(rng.integers(30, 60)), int(rng.integers(30, 60))
+                pixels = rng.integers(0, 60, (h, w, 3))
+                pixels[..., 0 if c == 0 else 2] += 150
+                ext = ".png" if i % 2 else ".jpg"
+                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{name[:-1]}.{i}{ext}")
+
+
+LAYOUTS = {"fsdd": fsdd, "esc10": esc10, "ravdess": ravdess, "gtzan": gtzan, "speech_commands": speech_commands,
+           "mnist": mnist, "images": images}

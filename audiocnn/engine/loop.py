@@ -37,17 +37,31 @@ class Data:
 
 
 def load_data(cfg: Config, *, log=print) -> Data:
-    """Build the splits, decode every file once (bad files reported before any epoch), make loaders."""
-    from audiocnn.data import AudioCache, build_loaders, build_splits, prepare_splits
+    """Build the splits, decode every file once (bad files reported before any epoch), make loaders.
 
-    splits = build_splits(cfg.data)
-    cache = AudioCache(cfg.data.cache_dir or None, cfg.data.sample_rate)
-    splits = prepare_splits(splits, cache, on_error=cfg.data.on_error)  # one error lists every bad file
-    if not splits.train:
-        raise RuntimeError(f"data.name={cfg.data.name!r} gave no training examples; check data.root={cfg.data.root!r}")
-    log(f"data: {cfg.data.name} | {len(splits.labels)} labels | train {len(splits.train)} | "
-        f"val {len(splits.val)} | test {len(splits.test)}")
-    loaders = build_loaders(cfg.data, splits, cache, seed=cfg.trainer.seed)
+    With ``frontend.kind: image`` the batches hold images ``(N, C, H, W)`` (:mod:`audiocnn.data.images`) and
+    ``Data.cache`` is their :class:`~audiocnn.data.images.ImageStore`.
+    """
+    if cfg.frontend.kind == "image":
+        from audiocnn.data.images import build_image_loaders, build_image_splits
+
+        splits, cache = build_image_splits(cfg.data)
+        loaders = build_image_loaders(cfg.data, splits, cache, seed=cfg.trainer.seed)
+    else:
+        from audiocnn.data import AudioCache, DataError, build_loaders, build_splits, prepare_splits
+        from audiocnn.data.images import IMAGE_DATASETS
+
+        if cfg.data.name in IMAGE_DATASETS:
+            raise DataError(f"data.name={cfg.data.name!r} is an image dataset; set frontend.kind: image "
+                            f"(frontend.kind={cfg.frontend.kind!r})")
+        splits = build_splits(cfg.data)
+        cache = AudioCache(cfg.data.cache_dir or None, cfg.data.sample_rate)
+        splits = prepare_splits(splits, cache, on_error=cfg.data.on_error)  # one error lists every bad file
+        if not splits.train:
+            raise RuntimeError(f"data.name={cfg.data.name!r} gave no training examples; check data.root={cfg.data.root!r}")
+        loaders = build_loaders(cfg.data, splits, cache, seed=cfg.trainer.seed)
+    log(f"data: {cfg.data.name} | {len(splits.labels)} labels | "
+        + " | ".join(f"{name} {len(examples)}" for name, examples in splits.parts().items()))
     return Data(splits, loaders, cache)
 
 
@@ -107,10 +121,14 @@ def fit_normalizer(model: AudioClassifier, data: Data, cfg: Config, device: torc
 
     if cfg.frontend.normalize == "none":
         return
+    if cfg.frontend.kind == "image":  # per-channel statistics of the training images
+        from audiocnn.data.images import ImageDataset, image_collate
 
-    ds = AudioDataset(data.splits.train, data.cache, task=cfg.data.task,
-                      num_samples=int(round(cfg.data.duration * cfg.data.sample_rate)), mode="center",
-                      hop_samples=int(round(cfg.data.window_hop * cfg.data.sample_rate)), seed=cfg.trainer.seed)
+        ds, collate = ImageDataset(data.splits.train, data.cache, task=cfg.data.task), image_collate
+    else:
+        ds = AudioDataset(data.splits.train, data.cache, task=cfg.data.task,
+                          num_samples=int(round(cfg.data.duration * cfg.data.sample_rate)), mode="center",
+                          hop_samples=int(round(cfg.data.window_hop * cfg.data.sample_rate)), seed=cfg.trainer.seed)
     loader = torch.utils.data.DataLoader(ds, batch_size=cfg.data.batch_size, collate_fn=collate)
     model.norm.fit(model.frontend(batch.wave.to(device)) for batch in loader)
 
@@ -284,9 +302,14 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
             log.info(f"early stopping: {monitor} has not improved for {stale} epochs (best {best} at epoch {best_epoch})")
             break
 
-    if "test" in data.loaders:
-        from audiocnn.evaluation.evaluate import evaluate_run
-        metrics = evaluate_run(run_dir, split="test", data=data, device=device, quiet=True)
-        log.info("test (best checkpoint): " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()
-                                                           if isinstance(v, float)))
+    from audiocnn.evaluation.evaluate import evaluate_run
+    for split in [name for name in data.loaders if name.startswith("test")]:  # test and data.extra_tests
+        metrics = evaluate_run(run_dir, split=split, data=data, device=device, quiet=True)
+        log.info(f"{split} (best checkpoint): " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()
+                                                             if isinstance(v, float)))
+    try:  # a report must never fail a finished training
+        from audiocnn.evaluation.report import write_report
+        log.info(f"report: {write_report(run_dir, data=data, device=device)}")
+    except Exception as e:  # noqa: BLE001
+        log.info(f"warning: report.html not written ({type(e).__name__}: {e}); retry: audiocnn report {run_dir}")
     return run_dir

@@ -1,7 +1,8 @@
 """``audiocnn evaluate RUN_DIR``: test-split metrics, confusion matrix (PNG and CSV), per-class report.
 
 Files go to ``RUN_DIR/eval/``: ``{split}_metrics.json``, ``{split}_report.json``,
-``{split}_confusion.csv``, ``{split}_confusion.png`` and ``{split}_predictions.csv``.
+``{split}_confusion.csv``, ``{split}_confusion.png`` and ``{split}_predictions.csv``. A split is
+``train``, ``val``, ``test`` or an extra test set of ``data.extra_tests`` (``test_inverted``).
 """
 from __future__ import annotations
 
@@ -88,7 +89,7 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", checkpoint: str = 
     metrics = {"loss": loss, **compute_metrics(task, outputs, targets, labels, cfg.trainer.top_k)}
     out = run_dir / "eval"
     write_json(out / f"{split}_metrics.json", {"split": split, "checkpoint": checkpoint, "n": int(len(targets)), **metrics})
-    examples = getattr(data.splits, split)
+    examples = data.splits.parts()[split]
     _write_predictions(out / f"{split}_predictions.csv", examples, outputs, targets, labels, task)
     if task != "regression":
         write_json(out / f"{split}_report.json", classification_report(task, outputs, targets, labels))
