@@ -5,6 +5,10 @@
     audiocnn evaluate runs/digits/<run> [--split test] [--checkpoint best]
     audiocnn predict runs/digits/<run> some.wav folder/ [--top-k 3] [--json out.json]
     audiocnn summary recipes/genre.yaml | MODEL --input-shape 1,1,64,101
+    audiocnn show clip.wav [--recipe recipes/digits.yaml] [--out clip.svg]
+    audiocnn report runs/digits/<run> [--split test] [--examples 4]
+    audiocnn embed vggish|RUN_DIR INPUT... --out DIR [--weights PATH] [--pca PATH] [--hop S] [--format npy]
+    audiocnn probe EMBED_DIR labels.csv [--classifier logreg|mlp] [--label-column C] [--fold-column C]
     audiocnn data download NAME [--root data] [--mirror URL]
     audiocnn list-models [PATTERN]
 """
@@ -66,6 +70,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0 if failed < len(results) else 1
 
 
+# Label counts of the built-in datasets, so a summary needs no data on disk (folder/manifest: --num-classes).
+_KNOWN_LABELS = {"fsdd": 10, "esc10": 10, "esc50": 50, "ravdess": 8, "gtzan": 10, "speech_commands": 35, "mnist": 10}
+
+
 def _cmd_summary(args: argparse.Namespace) -> int:
     import torch
 
@@ -78,13 +86,17 @@ def _cmd_summary(args: argparse.Namespace) -> int:
         from audiocnn.models.classifier import build_classifier, num_outputs
 
         cfg = load_config(target, args.overrides)
-        n_labels = args.num_classes or cfg.data.num_classes
+        n_labels = args.num_classes or _KNOWN_LABELS.get(cfg.data.name, cfg.data.num_classes)
         labels = [str(i) for i in range(n_labels)]
         model = build_classifier(cfg, labels)
-        n = int(round(cfg.data.duration * cfg.data.sample_rate))
-        example = torch.zeros(args.batch_size, n)
-        title = (f"{target}: {cfg.model.name} on {cfg.frontend.kind} ({cfg.frontend.backend}), "
-                 f"{num_outputs(cfg.data.task, labels)} outputs, input {args.batch_size}x{n} samples")
+        if cfg.frontend.kind == "image":
+            example = torch.zeros(args.batch_size, *model.input_shape)
+            what = f"images {'x'.join(map(str, model.input_shape))}"
+        else:
+            n = int(round(cfg.data.duration * cfg.data.sample_rate))
+            example = torch.zeros(args.batch_size, n)
+            what = f"{cfg.frontend.kind} ({cfg.frontend.backend}) of {n} samples"
+        title = f"{target}: {cfg.model.name} on {what}, {num_outputs(cfg.data.task, labels)} outputs, batch {args.batch_size}"
     else:
         if target not in list_models():
             raise SystemExit(f"{target!r} is neither a recipe file nor a registered model; models: {', '.join(list_models())}")
@@ -94,6 +106,43 @@ def _cmd_summary(args: argparse.Namespace) -> int:
         example = torch.zeros(*shape)
         title = f"{target}: input {'x'.join(map(str, shape))}"
     print(format_summary(model_summary(model, example, max_depth=args.depth), title=title))
+    return 0
+
+
+def _cmd_show(args: argparse.Namespace) -> int:
+    from audiocnn.evaluation.show import show
+
+    print(f"wrote {show(args.audio, recipe=args.recipe, out=args.out)}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from audiocnn.evaluation.report import write_report
+
+    path = write_report(args.run_dir, split=args.split, n_examples=args.examples, checkpoint=args.checkpoint,
+                        device=args.device, out=args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from audiocnn.embed import embed_files, load_embedder
+
+    emb = load_embedder(args.model, weights=args.weights, pca=args.pca, checkpoint=args.checkpoint,
+                        device=args.device, precision=args.precision, pad_short=args.pad_short)
+    summary = embed_files(emb, args.inputs, args.out, hop=args.hop, batch_size=args.batch_size, fmt=args.format,
+                          pool=args.pool, overwrite=args.overwrite, progress=args.progress)
+    if not summary["rows"]:
+        print("no audio files found in the inputs", file=sys.stderr)
+        return 1
+    return 0 if summary["errors"] < len(summary["rows"]) else 1
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from audiocnn.probe import probe
+
+    probe(args.embed_dir, args.labels, label_column=args.label_column, path_column=args.path_column,
+          fold_column=args.fold_column, classifier=args.classifier, folds=args.folds, seed=args.seed, out=args.out)
     return 0
 
 
@@ -124,14 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="metrics, confusion matrix and per-class report for a run")
     e.add_argument("run_dir")
-    e.add_argument("--split", default="test", choices=["test", "val", "train"])
+    e.add_argument("--split", default="test", help="test (default), val, train, or an extra test split (test_inverted)")
     e.add_argument("--checkpoint", default="best", help="best, last, or a .pt path")
     e.add_argument("--device", default=None)
     e.set_defaults(func=_cmd_evaluate)
 
-    pr = sub.add_parser("predict", help="top-k labels for audio files or folders")
+    pr = sub.add_parser("predict", help="top-k labels for audio (or, for image runs, image) files or folders")
     pr.add_argument("run_dir")
-    pr.add_argument("inputs", nargs="+", help="audio files or folders")
+    pr.add_argument("inputs", nargs="+", help="files or folders (audio; png/jpg for image runs)")
     pr.add_argument("--top-k", type=int, default=3)
     pr.add_argument("--hop", type=float, default=None, help="seconds between windows (default: the recipe's)")
     pr.add_argument("--checkpoint", default="best")
@@ -147,6 +196,55 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=1)
     s.add_argument("--depth", type=int, default=3, help="nesting depth of the table")
     s.set_defaults(func=_cmd_summary)
+
+    sh = sub.add_parser("show", help="waveform, spectrogram, mel spectrogram and MFCCs of an audio file, as a figure")
+    sh.add_argument("audio", help="an audio file")
+    sh.add_argument("--recipe", default=None, help="recipe YAML or run folder (default: the default front-end)")
+    sh.add_argument("--out", default=None, help="figure file, .png or .svg (default: <audio name>.png here)")
+    sh.set_defaults(func=_cmd_show)
+
+    r = sub.add_parser("report", help="a self-contained report.html for a run folder")
+    r.add_argument("run_dir")
+    r.add_argument("--split", default="test", help="test (default), val, train, or an extra test split of the recipe")
+    r.add_argument("--examples", type=int, default=4, help="correct and wrong examples shown, each (default: 4)")
+    r.add_argument("--checkpoint", default=None, help="best, last or a .pt path (default: the evaluated one)")
+    r.add_argument("--device", default=None)
+    r.add_argument("--out", default=None, help="where to write the page (default: RUN_DIR/report.html)")
+    r.set_defaults(func=_cmd_report)
+
+    em = sub.add_parser("embed", help="embeddings of audio files with VGGish or a trained run (layer before the head)")
+    em.add_argument("model", metavar="MODEL_OR_RUN", help="vggish, or an audiocnn run folder")
+    em.add_argument("inputs", nargs="+", help="audio files or folders")
+    em.add_argument("--out", required=True, help="output folder (re-running into it skips files already done)")
+    em.add_argument("--weights", default=None, help="vggish: weights file, e.g. vggish-10086976.pth")
+    em.add_argument("--pca", default=None, help="vggish: PCA file (vggish_pca_params-970ea276.pth or .npz): "
+                                                "PCA, clip and 8-bit quantisation as the released embeddings")
+    em.add_argument("--hop", type=float, default=None, help="seconds between windows (default: vggish 0.96, "
+                                                            "a run its data.window_hop)")
+    em.add_argument("--batch-size", type=int, default=128, help="windows per forward pass, across files")
+    em.add_argument("--format", default="npy", choices=["npy", "parquet", "csv"])
+    em.add_argument("--pool", default="mean", choices=["mean", "max", "none"], help="clip embedding from the windows")
+    em.add_argument("--pad-short", action=argparse.BooleanOptionalAction, default=None,
+                    help="zero-pad audio shorter than one window (default: vggish no, as the reference; a run yes)")
+    em.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                    help="bf16: bfloat16 network (reports its deviation from float32 on the first batch)")
+    em.add_argument("--checkpoint", default="best", help="a run's checkpoint: best, last, or a .pt path")
+    em.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    em.add_argument("--overwrite", action="store_true", help="embed every file again, whatever is in --out")
+    em.add_argument("--progress", default="auto", choices=["auto", "always", "never"])
+    em.set_defaults(func=_cmd_embed)
+
+    pb = sub.add_parser("probe", help="cross-validated classifier on clip embeddings: accuracy and macro-F1 per fold")
+    pb.add_argument("embed_dir", help="an `audiocnn embed --out` folder")
+    pb.add_argument("labels", help="CSV with an audio path column and a label column (and optionally fold)")
+    pb.add_argument("--classifier", default="logreg", choices=["logreg", "mlp"])
+    pb.add_argument("--label-column", default=None, help="default: label, category, class or target")
+    pb.add_argument("--path-column", default=None, help="default: path, flac_path, filepath, file or filename")
+    pb.add_argument("--fold-column", default=None, help="default: fold if present; none: stratified folds")
+    pb.add_argument("--folds", type=int, default=5, help="stratified folds when there is no fold column")
+    pb.add_argument("--seed", type=int, default=0)
+    pb.add_argument("--out", default=None, help="JSON results (default: EMBED_DIR/probe_<classifier>.json)")
+    pb.set_defaults(func=_cmd_probe)
 
     d = sub.add_parser("data", help="dataset tools")
     dsub = d.add_subparsers(dest="data_command", required=True)
@@ -172,12 +270,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and closed: not an error
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("interrupted; `audiocnn train --resume RUN_DIR` continues from the last checkpoint", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - known user-facing errors print one clear line
         name = type(e).__name__
-        if name in ("DataError", "AudioError", "DownloadError", "CheckpointError") or isinstance(e, (KeyError, TypeError, ValueError)):
+        if name in ("DataError", "AudioError", "DownloadError", "CheckpointError", "EmbedError",
+                    "VGGishWeightsError") or isinstance(e, (KeyError, TypeError, ValueError)):
             print(f"error: {e}", file=sys.stderr)
             return 2
         raise
