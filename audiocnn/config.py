@@ -206,6 +206,8 @@ class TrainerConfig:
     progress: Literal["auto", "always", "never"] = "auto"
     """Progress bars: ``auto`` shows them only on a terminal."""
     top_k: int = 3
+    report: bool = True
+    """Write ``report.html`` (``audiocnn report``) at the end of training."""
 
 
 @dataclass

@@ -307,9 +307,10 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
         metrics = evaluate_run(run_dir, split=split, data=data, device=device, quiet=True)
         log.info(f"{split} (best checkpoint): " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()
                                                              if isinstance(v, float)))
-    try:  # a report must never fail a finished training
-        from audiocnn.evaluation.report import write_report
-        log.info(f"report: {write_report(run_dir, data=data, device=device)}")
-    except Exception as e:  # noqa: BLE001
-        log.info(f"warning: report.html not written ({type(e).__name__}: {e}); retry: audiocnn report {run_dir}")
+    if tr.report:
+        try:  # a report must never fail a finished training
+            from audiocnn.evaluation.report import write_report
+            log.info(f"report: {write_report(run_dir, data=data, device=device)}")
+        except Exception as e:  # noqa: BLE001
+            log.info(f"warning: report.html not written ({type(e).__name__}: {e}); retry: audiocnn report {run_dir}")
     return run_dir
