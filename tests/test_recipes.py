@@ -13,7 +13,8 @@ from layouts import LAYOUTS
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = {"quickstart": None, "digits": "fsdd", "esc10": "esc10", "emotion": "ravdess", "genre": "gtzan",
-           "speech_commands": "speech_commands"}
+           "speech_commands": "speech_commands", "mnist_lenet": "mnist", "mnist_inverted": "mnist",
+           "imagefolder": "images", "vggish_fsdd": "fsdd", "digits_tcn": "fsdd", "digits_wavenet": "fsdd"}
 EXPECTED = ["config.yaml", "metrics.csv", "log.txt", "labels.json", "env.txt", "checkpoints/best.pt",
             "checkpoints/last.pt", "eval/test_metrics.json", "eval/test_report.json", "eval/test_confusion.png",
             "eval/test_confusion.csv", "eval/test_predictions.csv"]
@@ -39,5 +40,6 @@ def test_recipe_smoke(recipe, tmp_path, monkeypatch):
     run = train(cfg, quiet=True)
     missing = [name for name in EXPECTED if not (run / name).is_file()]
     assert not missing, f"{recipe}: missing {missing}"
-    metrics = json.loads((run / "eval" / "test_metrics.json").read_text())
-    assert metrics["n"] > 0 and 0.0 <= metrics["accuracy"] <= 1.0
+    for split in ["test", *cfg.data.extra_tests]:
+        metrics = json.loads((run / "eval" / f"{split}_metrics.json").read_text())
+        assert metrics["n"] > 0 and 0.0 <= metrics["accuracy"] <= 1.0, split
