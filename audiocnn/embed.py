@@ -304,53 +304,28 @@ def _stream_file(path: Path, sample_rate: int, *, block_seconds: float = BLOCK_S
     """Mono float32 blocks of ``path`` at ``sample_rate``: read with soundfile, resampled by a soxr stream
     (identical to resampling the whole file). Raises :class:`AudioError` as ``load_audio`` does, including
     for damage found half-way through (NaN samples, fewer frames than the header declares)."""
-    import soundfile as sf
     import soxr
 
-    from audiocnn.audio.io import MAX_CHANNELS, _describe_unreadable, _wav_truncation
+    from audiocnn.audio.io import _MP3_LENGTH_TOLERANCE, open_audio
 
-    if not path.exists():
-        raise AudioError(path, "file not found")
-    if path.is_dir():
-        raise AudioError(path, "is a directory, not an audio file")
-    if path.stat().st_size == 0:
-        raise AudioError(path, "empty file (0 bytes)")
-    opened = False
-    try:
-        with sf.SoundFile(path) as f:
-            opened = True
-            frames, channels, sr, fmt = f.frames, f.channels, f.samplerate, f.format
-            if channels > MAX_CHANNELS:
-                raise AudioError(path, f"{channels} channels (more than {MAX_CHANNELS}): probably a (channels, time) "
-                                       "array written as (time, channels); transpose it")
-            if sr <= 0:
-                raise AudioError(path, f"invalid sample rate {sr} in the header")
-            if frames == 0:
-                raise AudioError(path, "no audio samples (valid header, 0 frames)")
-            if fmt == "WAV" and (reason := _wav_truncation(path)):
-                raise AudioError(path, reason)
-            stream = soxr.ResampleStream(sr, sample_rate, 1, dtype="float32", quality="HQ") if sr != sample_rate else None
-            block = max(1, int(block_seconds * sr))
-            got = 0
-            while True:
-                data = f.read(block, dtype="float32", always_2d=True)
-                last = len(data) < block or f.tell() >= frames
-                got += len(data)
-                if not np.isfinite(data).all():
-                    raise AudioError(path, f"NaN or Inf samples near {got / sr:.1f} s; fix or remove the file")
-                mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
-                out = stream.resample_chunk(np.ascontiguousarray(mono), last=last) if stream is not None else mono
-                if len(out):
-                    yield out
-                if last:
-                    break
-    except AudioError:
-        raise
-    except PermissionError as e:
-        raise AudioError(path, f"cannot read the file ({e.strerror}); check its permissions") from None
-    except (sf.SoundFileError, RuntimeError, ValueError, TypeError, EOFError) as e:
-        raise AudioError(path, _describe_unreadable(path, e, opened=opened)) from None
-    tolerance = 0.05 * frames if fmt == "MP3" else 0
+    with open_audio(path) as f:
+        frames, sr, fmt = f.frames, f.samplerate, f.format
+        stream = soxr.ResampleStream(sr, sample_rate, 1, dtype="float32", quality="HQ") if sr != sample_rate else None
+        block = max(1, int(block_seconds * sr))
+        got = 0
+        while True:
+            data = f.read(block, dtype="float32", always_2d=True)
+            last = len(data) < block or f.tell() >= frames
+            got += len(data)
+            if not np.isfinite(data).all():
+                raise AudioError(path, f"NaN or Inf samples near {got / sr:.1f} s; fix or remove the file")
+            mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+            out = stream.resample_chunk(np.ascontiguousarray(mono), last=last) if stream is not None else mono
+            if len(out):
+                yield out
+            if last:
+                break
+    tolerance = _MP3_LENGTH_TOLERANCE * frames if fmt == "MP3" else 0
     if got < frames - tolerance:
         raise AudioError(path, f"truncated or corrupt: the header declares {frames} frames but only {got} could be "
                                "decoded; re-download or re-export it")

@@ -11,9 +11,11 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import soundfile as sf
@@ -113,6 +115,43 @@ def _wav_truncation(path: Path) -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def open_audio(path: str | os.PathLike) -> Iterator[sf.SoundFile]:
+    """Open an audio file with the checks every reader shares; errors name the file and the reason.
+
+    Checks before reading: missing, a directory, empty (0 bytes), more than ``MAX_CHANNELS`` channels,
+    a bad sample rate, 0 frames, a WAV whose header declares more data than the file holds. Decoding
+    errors raised while the caller reads inside the ``with`` block become :class:`AudioError` too.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise AudioError(path, "file not found")
+    if p.is_dir():
+        raise AudioError(path, "is a directory, not an audio file")
+    if p.stat().st_size == 0:
+        raise AudioError(path, "empty file (0 bytes)")
+    opened = False
+    try:
+        with sf.SoundFile(p) as f:
+            opened = True
+            if f.channels > MAX_CHANNELS:
+                raise AudioError(path, f"{f.channels} channels (more than {MAX_CHANNELS}): probably a "
+                                       "(channels, time) array written as (time, channels); transpose it")
+            if f.samplerate <= 0:
+                raise AudioError(path, f"invalid sample rate {f.samplerate} in the header")
+            if f.frames == 0:
+                raise AudioError(path, "no audio samples (valid header, 0 frames)")
+            if f.format == "WAV" and (reason := _wav_truncation(p)):
+                raise AudioError(path, reason)
+            yield f
+    except AudioError:
+        raise
+    except PermissionError as e:
+        raise AudioError(path, f"cannot read the file ({e.strerror}); check its permissions") from None
+    except (sf.SoundFileError, RuntimeError, ValueError, TypeError, EOFError) as e:
+        raise AudioError(path, _describe_unreadable(p, e, opened=opened)) from None
+
+
 def load_audio(path: str | os.PathLike, sample_rate: int | None = None, *, min_duration: float = 0.01) -> np.ndarray:
     """Decode a file (wav/flac/ogg/mp3, anything libsndfile reads) to a float32 mono wave.
 
@@ -133,35 +172,9 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None, *, min_d
             short, truncated or corrupt, not audio, NaN/Inf samples, more than ``MAX_CHANNELS``
             channels.
     """
-    p = Path(path)
-    if not p.exists():
-        raise AudioError(path, "file not found")
-    if p.is_dir():
-        raise AudioError(path, "is a directory, not an audio file")
-    if p.stat().st_size == 0:
-        raise AudioError(path, "empty file (0 bytes)")
-    opened = False
-    try:
-        with sf.SoundFile(p) as f:
-            opened = True
-            frames, channels, sr, fmt = f.frames, f.channels, f.samplerate, f.format
-            if channels > MAX_CHANNELS:
-                raise AudioError(path, f"{channels} channels (more than {MAX_CHANNELS}): probably a "
-                                       "(channels, time) array written as (time, channels); transpose it")
-            if sr <= 0:
-                raise AudioError(path, f"invalid sample rate {sr} in the header")
-            if frames == 0:
-                raise AudioError(path, "no audio samples (valid header, 0 frames)")
-            data = f.read(dtype="float32", always_2d=True)
-    except AudioError:
-        raise
-    except PermissionError as e:
-        raise AudioError(path, f"cannot read the file ({e.strerror}); check its permissions") from None
-    except (sf.SoundFileError, RuntimeError, ValueError, TypeError, EOFError) as e:
-        raise AudioError(path, _describe_unreadable(p, e, opened=opened)) from None
-
-    if fmt == "WAV" and (reason := _wav_truncation(p)):
-        raise AudioError(path, reason)
+    with open_audio(path) as f:
+        frames, sr, fmt = f.frames, f.samplerate, f.format
+        data = f.read(dtype="float32", always_2d=True)
     got = data.shape[0]
     tolerance = _MP3_LENGTH_TOLERANCE * frames if fmt == "MP3" else 0
     if got < frames - tolerance:

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from audiocnn.data.loader import Batch, EpochShuffleSampler, target_tensor
+from audiocnn.data.loader import Batch, make_loader, target_tensor
 from audiocnn.data.splits import DataError, Example, Splits, holdout_fractions, stratified_split
 from audiocnn.registry import Registry
 
@@ -538,14 +538,6 @@ def build_image_loaders(cfg: Any, splits: ImageSplits, store: ImageStore, *, see
         if not examples:
             continue
         ds = ImageDataset(examples, store, task=splits.task)
-        loaders[name] = DataLoader(
-            ds,
-            batch_size=cfg.batch_size,
-            sampler=EpochShuffleSampler(ds, seed) if name == "train" else None,
-            drop_last=name == "train" and len(ds) > cfg.batch_size,
-            num_workers=cfg.num_workers,
-            collate_fn=image_collate,
-            generator=torch.Generator().manual_seed(seed),
-        )
+        loaders[name] = make_loader(ds, train=name == "train", cfg=cfg, seed=seed, collate_fn=image_collate)
     return loaders
 

@@ -231,13 +231,18 @@ def build_loaders(cfg: Any, splits: Splits, cache: AudioCache, *, seed: int) -> 
         mode = "train" if name == "train" else cfg.eval_crop
         ds = AudioDataset(examples, cache, task=splits.task, num_samples=num_samples, mode=mode,
                           hop_samples=hop, seed=seed)
-        loaders[name] = DataLoader(
-            ds,
-            batch_size=cfg.batch_size,
-            sampler=EpochShuffleSampler(ds, seed) if name == "train" else None,
-            drop_last=name == "train" and len(ds) > cfg.batch_size,
-            num_workers=cfg.num_workers,
-            collate_fn=collate,
-            generator=torch.Generator().manual_seed(seed),
-        )
+        loaders[name] = make_loader(ds, train=name == "train", cfg=cfg, seed=seed, collate_fn=collate)
     return loaders
+
+
+def make_loader(ds: Dataset, *, train: bool, cfg: Any, seed: int, collate_fn) -> DataLoader:
+    """The one way loaders are made: seeded epoch shuffling and ``drop_last`` for training only."""
+    return DataLoader(
+        ds,
+        batch_size=cfg.batch_size,
+        sampler=EpochShuffleSampler(ds, seed) if train else None,
+        drop_last=train and len(ds) > cfg.batch_size,
+        num_workers=cfg.num_workers,
+        collate_fn=collate_fn,
+        generator=torch.Generator().manual_seed(seed),
+    )
