@@ -306,3 +306,18 @@ def test_input_matches_reference_on_real_audio(source, seconds):
     ours = ours.numpy().transpose(0, 2, 1)  # ours (n, mel, frames), the reference (n, frames, mel)
     assert ours.shape == ref.shape and ref.shape[0] >= 1
     assert np.abs(ours - ref).max() < 1e-4
+
+
+@pytest.mark.parametrize("name,widths,hidden", [("vggish_small", (32, 64, 128, 256), (512, 128)),
+                                                 ("vggish_tiny", (16, 32, 64, 128), (128,))])
+def test_small_variants_parameter_count_by_hand(name, widths, hidden):
+    # convs: w0, w1, w2 x2, w3 x2 (3x3, no bias, batch norm: 2 per channel); four 2x2 pools: 64x96 -> 4x6.
+    convs = [(1, widths[0]), (widths[0], widths[1]), (widths[1], widths[2]), (widths[2], widths[2]),
+             (widths[2], widths[3]), (widths[3], widths[3])]
+    total = sum(9 * cin * cout + 2 * cout for cin, cout in convs)
+    width = widths[3] * 4 * 6
+    for h in (*hidden, 128):
+        total += width * h + h
+        width = h
+    net = create_model(name)
+    assert sum(p.numel() for p in net.parameters()) == total
