@@ -231,6 +231,8 @@ def prepare_splits(
     files of all three; with ``skip``, a new Splits without them."""
     if on_error not in ("raise", "skip"):
         raise DataError(f"data.on_error={on_error!r} must be 'raise' or 'skip'")
+    if splits.checked:
+        return splits
     parts = splits.parts()
     errors = {name: _decode_all(exs, cache, f"decode {name}", num_threads) for name, exs in parts.items()}
     bad = [(name, e) for name, errs in errors.items() for e in errs if e is not None]
@@ -239,4 +241,4 @@ def prepare_splits(
     for name, e in bad:
         warnings.warn(f"skipping bad {name} audio file {e}", stacklevel=2)
     good = {name: [ex for ex, e in zip(parts[name], errors[name]) if e is None] for name in parts}
-    return Splits(task=splits.task, labels=list(splits.labels), **good)
+    return Splits(task=splits.task, labels=list(splits.labels), **good, checked=True)

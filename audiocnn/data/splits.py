@@ -47,6 +47,8 @@ class Splits:
     train: list[Example]
     val: list[Example]
     test: list[Example]
+    checked: bool = field(default=False, compare=False, repr=False)
+    """Every file was decoded and checked by :func:`~audiocnn.data.cache.prepare_splits` (so it is not done twice)."""
 
     def parts(self) -> dict[str, list[Example]]:
         return {"train": self.train, "val": self.val, "test": self.test}

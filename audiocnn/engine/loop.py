@@ -56,9 +56,8 @@ def load_data(cfg: Config, *, log=print) -> Data:
                             f"(frontend.kind={cfg.frontend.kind!r})")
         splits = build_splits(cfg.data)
         cache = AudioCache(cfg.data.cache_dir or None, cfg.data.sample_rate)
-        splits = prepare_splits(splits, cache, on_error=cfg.data.on_error)  # one error lists every bad file
-        if not splits.train:
-            raise RuntimeError(f"data.name={cfg.data.name!r} gave no training examples; check data.root={cfg.data.root!r}")
+        # Checked here so Data.splits holds exactly the examples the loaders serve (skipped files removed).
+        splits = prepare_splits(splits, cache, on_error=cfg.data.on_error)
         loaders = build_loaders(cfg.data, splits, cache, seed=cfg.trainer.seed)
     log(f"data: {cfg.data.name} | {len(splits.labels)} labels | "
         + " | ".join(f"{name} {len(examples)}" for name, examples in splits.parts().items()))
