@@ -161,19 +161,35 @@ class EpochShuffleSampler(Sampler):
     The epoch is ``dataset.epoch`` when a pass starts, then ``dataset.epoch`` moves on by one: a
     loop that calls ``set_epoch`` gets exactly those epochs (a resumed run repeats the order and
     crops of an uninterrupted one); a loop that never calls it still gets new crops every epoch.
+
+    Distributed (``world_size > 1``): every rank draws the same permutation and takes its entries
+    ``rank, rank + world_size, ...``, so the shards are disjoint and the ``k``-th batches of ``b``
+    of all ranks together hold the clips of a single process's ``k``-th batch of ``b * world_size``.
+    So that every rank takes the same number of steps, the permutation is first cut to a multiple
+    of ``world_size`` (``drop_last``: the cut clips were in the partial last batch, dropped anyway)
+    or padded by repeating its start, as ``torch.utils.data.DistributedSampler`` does.
     """
 
-    def __init__(self, dataset: AudioDataset, seed: int):
+    def __init__(self, dataset: AudioDataset, seed: int, *, rank: int = 0, world_size: int = 1,
+                 drop_last: bool = False):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
         self.dataset = dataset
         self.seed = int(seed)
+        self.rank, self.world_size, self.drop_last = int(rank), int(world_size), bool(drop_last)
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        n, w = len(self.dataset), self.world_size
+        return n // w if self.drop_last else -(-n // w)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch = self.dataset.epoch
         self.dataset.epoch = epoch + 1
         order = np.random.default_rng([self.seed, epoch]).permutation(len(self.dataset))
+        if self.world_size > 1:
+            size = len(self) * self.world_size
+            order = order[:size] if self.drop_last else np.resize(order, size)
+            order = order[self.rank::self.world_size]
         return iter([(int(i), epoch) for i in order])
 
 
@@ -235,13 +251,28 @@ def build_loaders(cfg: Any, splits: Splits, cache: AudioCache, *, seed: int) -> 
     return loaders
 
 
-def make_loader(ds: Dataset, *, train: bool, cfg: Any, seed: int, collate_fn) -> DataLoader:
-    """The one way loaders are made: seeded epoch shuffling and ``drop_last`` for training only."""
+def make_loader(ds: Dataset, *, train: bool, cfg: Any, seed: int, collate_fn, rank: int = 0,
+                world_size: int = 1) -> DataLoader:
+    """The one way loaders are made: seeded epoch shuffling and ``drop_last`` for training only.
+
+    ``rank``/``world_size`` make one process's share of a distributed run: ``cfg.batch_size`` is the
+    global batch, of which each rank loads ``batch_size // world_size``; training takes the rank's
+    shard of the epoch permutation (:class:`EpochShuffleSampler`), evaluation the clips
+    ``rank, rank + world_size, ...`` in order, unpadded, so that gathered outputs hold each clip once.
+    """
+    if cfg.batch_size % world_size:
+        raise DataError(f"data.batch_size={cfg.batch_size} is the global batch and must divide evenly among "
+                        f"{world_size} processes; choose a multiple of {world_size}")
+    drop_last = train and len(ds) > cfg.batch_size
+    if train:
+        sampler = EpochShuffleSampler(ds, seed, rank=rank, world_size=world_size, drop_last=drop_last)
+    else:
+        sampler = range(rank, len(ds), world_size) if world_size > 1 else None
     return DataLoader(
         ds,
-        batch_size=cfg.batch_size,
-        sampler=EpochShuffleSampler(ds, seed) if train else None,
-        drop_last=train and len(ds) > cfg.batch_size,
+        batch_size=cfg.batch_size // world_size,
+        sampler=sampler,
+        drop_last=drop_last,
         num_workers=cfg.num_workers,
         collate_fn=collate_fn,
         generator=torch.Generator().manual_seed(seed),
