@@ -155,6 +155,19 @@ def test_stft_matches_librosa(backend, power, center):
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-6 * ref.max())
 
 
+@pytest.mark.parametrize("pad_mode", ["reflect", "replicate"])
+def test_torch_stft_padding_matches_librosa(pad_mode):
+    """The CPU path frames and pads itself (blocks of frames): its padding must match numpy.pad's."""
+    sr = 16000
+    y = _signal(sr, 3000)  # more frames than one CPU block of 256 frames at hop 8
+    cfg = FrontendConfig(kind="stft", backend="torch", n_fft=64, hop_length=8, pad_mode=pad_mode)
+    ref = np.abs(librosa.stft(y.astype(np.float64), n_fft=64, hop_length=8,
+                              pad_mode={"reflect": "reflect", "replicate": "edge"}[pad_mode])) ** 2
+    out = _run(build_frontend(cfg, sr), y)
+    assert out.shape == ref.shape and ref.shape[1] > 256
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-6 * ref.max())
+
+
 MEL_VARIANTS = {
     "slaney": dict(),
     "htk": dict(mel_scale="htk"),

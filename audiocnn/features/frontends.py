@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import warnings
 from typing import Iterator, Optional
 
 import numpy as np
@@ -222,7 +223,16 @@ class WaveformFrontend(Frontend):
 
 
 class TorchFrontend(Frontend):
-    """``torch.stft`` and a librosa mel filterbank (``librosa.filters.mel``, float32)."""
+    """``torch.stft`` and a librosa mel filterbank (``librosa.filters.mel``, float32).
+
+    On CUDA the whole batch goes through one ``torch.stft``. On the CPU the same numbers are computed
+    in blocks of :attr:`CPU_BLOCK_FRAMES` frames (framing, window, ``rfft``, power, mel), so each block's
+    intermediates stay in the core's cache: 3-4x faster than one batched ``torch.stft`` here, whose
+    ``(batch, freq, frames)`` complex output alone is hundreds of MB for a batch of 30 s clips
+    (``benchmarks/frontend.py``).
+    """
+
+    CPU_BLOCK_FRAMES = 256
 
     def __init__(self, cfg: FrontendConfig, sample_rate: int) -> None:
         super().__init__(cfg, sample_rate)
@@ -230,6 +240,9 @@ class TorchFrontend(Frontend):
 
         window = librosa.filters.get_window(cfg.window, self.win_length, fftbins=True)
         self.register_buffer("window", torch.from_numpy(window).float(), persistent=False)
+        # torch.stft centres a shorter window inside n_fft samples; the blocked path uses it that way directly
+        self.register_buffer("frame_window", torch.from_numpy(librosa.util.pad_center(window, size=cfg.n_fft)).float(),
+                             persistent=False)
         if cfg.kind in _MEL_KINDS:
             fb = librosa.filters.mel(
                 sr=sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=self.f_min, fmax=self.f_max,
@@ -238,6 +251,8 @@ class TorchFrontend(Frontend):
             self.register_buffer("mel_fb", torch.from_numpy(fb), persistent=False)
 
     def _spectrum(self, x: Tensor) -> Tensor:
+        if x.device.type == "cpu":
+            return self._spectrum_blocked(x)
         c = self.cfg
         X = torch.stft(
             x, c.n_fft, hop_length=c.hop_length, win_length=self.win_length, window=self.window,
@@ -247,6 +262,39 @@ class TorchFrontend(Frontend):
         if c.power != 2.0:
             S = S.pow(c.power / 2.0)
         return torch.matmul(self.mel_fb, S) if c.kind in _MEL_KINDS else S
+
+    def _mel_csr(self) -> Tensor:
+        """The mel filterbank as a sparse CSR matrix (each FFT bin feeds at most two filters): on the CPU,
+        ``csr @ power`` is 4x faster than the dense product and equal to it within float32 rounding."""
+        key = (self.mel_fb.device, self.mel_fb.data_ptr())
+        if getattr(self, "_csr_key", None) != key:
+            with warnings.catch_warnings():  # "sparse CSR support is in beta": the product used here is stable
+                warnings.simplefilter("ignore", UserWarning)
+                self._csr = self.mel_fb.to_sparse_csr()
+            self._csr_key = key
+        return self._csr
+
+    def _spectrum_blocked(self, x: Tensor) -> Tensor:
+        """Same as the ``torch.stft`` path, block by block: ``(batch, time) -> (batch, rows, frames)``."""
+        c = self.cfg
+        if c.center:
+            pad = c.n_fft // 2
+            x = nn.functional.pad(x.unsqueeze(1), (pad, pad), mode=c.pad_mode).squeeze(1)
+        if x.shape[-1] < c.n_fft:
+            raise ValueError(f"{x.shape[-1]} samples are fewer than one frame of n_fft={c.n_fft}")
+        frames = x.unfold(-1, c.n_fft, c.hop_length)                   # (batch, frames, n_fft), a view
+        mel = self._mel_csr() if c.kind in _MEL_KINDS else None         # (n_mels, freq)
+        rows = self.mel_fb.shape[0] if mel is not None else c.n_fft // 2 + 1
+        out = x.new_empty(x.shape[0], rows, frames.shape[1])
+        for b in range(x.shape[0]):
+            for start in range(0, frames.shape[1], self.CPU_BLOCK_FRAMES):
+                stop = start + self.CPU_BLOCK_FRAMES
+                X = torch.fft.rfft(frames[b, start:stop] * self.frame_window)   # (block, freq)
+                S = X.real.square() + X.imag.square()
+                if c.power != 2.0:
+                    S = S.pow(c.power / 2.0)
+                out[b, :, start:stop] = mel @ S.t() if mel is not None else S.t()
+        return out
 
 
 def _nnaudio_layer(cfg: FrontendConfig, sample_rate: int, *, f_min: float, f_max: float) -> nn.Module:
