@@ -14,6 +14,7 @@ import soundfile as sf
 import torch
 
 from audiocnn.config import DataConfig
+from audiocnn.audio import load_audio
 from audiocnn.data import (
     DATASETS, AudioCache, AudioDataset, DataError, Example, build_loaders, build_splits, collate, encode_target,
     group_split, prepare, stratified_split,
@@ -321,17 +322,46 @@ def test_cache_decodes_once_and_reads_back_from_disk(tmp_path, monkeypatch):
 
 def test_cache_invalidates_when_the_file_changes(tmp_path):
     f = _wav(tmp_path / "x.wav", seconds=0.05)
-    cache = AudioCache(str(tmp_path / "cache"), sample_rate=SR)
+    cache = AudioCache(str(tmp_path / "cache"), sample_rate=SR, dataset="demo")
     assert cache.load(f).shape == (400,) and cache.decodes == 1
-    _wav(f, seconds=0.1, seed=1)  # new size
+    _wav(f, seconds=0.1, seed=1)  # new content, new size
     assert cache.load(f).shape == (800,) and cache.decodes == 2
+    _wav(f, seconds=0.1, seed=2)  # new content, same size
     st = os.stat(f)
-    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))  # same size, new mtime
-    cache.load(f)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))
+    np.testing.assert_allclose(cache.load(f), load_audio(f, SR), atol=1e-6)
     assert cache.decodes == 3
+    st = os.stat(f)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))  # touched: same content, read and hashed again
+    hashes = cache.hashes
+    cache.load(f)
+    assert cache.decodes == 3 and cache.hashes == hashes + 1
+    assert (tmp_path / "cache" / "demo" / f"sr{SR}").is_dir()
     mem = AudioCache(None, sample_rate=SR)  # memory-only cache writes nothing
     mem.load(f), mem.load(f)
     assert mem.decodes == 1 and mem.dir is None
+
+
+def test_cache_is_keyed_by_content_and_remembers_hashes(tmp_path):
+    import shutil
+
+    f = _wav(tmp_path / "a.wav", seconds=0.05)
+    cache = AudioCache(str(tmp_path / "cache"), sample_rate=SR, dataset="demo")
+    first = cache.load(f).copy()
+    copy = shutil.copy(f, tmp_path / "copy.wav")  # a copy or a renamed file: same bytes, same array
+    np.testing.assert_array_equal(cache.load(copy), first)
+    assert cache.decodes == 1 and cache.hashes == 2
+    cache.flush()
+    fresh = AudioCache(str(tmp_path / "cache"), sample_rate=SR, dataset="demo")  # a later run
+    fresh.load(f), fresh.load(copy)
+    assert fresh.decodes == 0 and fresh.hashes == 0  # index.json: unchanged files are not even read
+    other = AudioCache(str(tmp_path / "cache"), sample_rate=SR, dataset="other")  # datasets apart
+    other.load(f)
+    assert other.decodes == 1
+    (tmp_path / "cache" / "demo" / f"sr{SR}" / "index.json").write_text("{not json")  # damaged: hash again
+    again = AudioCache(str(tmp_path / "cache"), sample_rate=SR, dataset="demo")
+    np.testing.assert_array_equal(again.load(f), first)
+    assert again.decodes == 0 and again.hashes == 1
 
 
 def test_cache_rebuilds_a_damaged_entry(tmp_path):

@@ -1,11 +1,14 @@
-"""Decode and resample every file once; later epochs read float32 arrays from disk or memory.
+"""Decode and resample every file once; later epochs and later runs read float32 arrays, memory-mapped.
 
-A cached array is ``<cache_dir>/sr<rate>/<h[:2]>/<h>.npy`` where ``h`` hashes (absolute path,
-size, mtime_ns, sample rate): editing or replacing a file changes its key, so it is decoded again.
+A cached array is ``<cache_dir>/<dataset>/sr<rate>/<h[:2]>/<h>.npy`` where ``h`` is a hash of the file's
+bytes: editing a file changes its key, so it is decoded again; a copy or a renamed file reuses the array.
+Hashing reads each file once per change: ``<dataset>/sr<rate>/index.json`` remembers the hash of every
+(absolute path, size, mtime_ns) seen, so an unchanged file is neither re-read nor re-decoded (a file
+rewritten with the same size and the same mtime_ns would not be noticed; editors and copies change mtime).
 Old entries are never read again and can be deleted with the folder at any time.
 
 Example:
-    >>> cache = AudioCache("~/.cache/audiocnn", sample_rate=16000)
+    >>> cache = AudioCache("~/.cache/audiocnn", sample_rate=16000, dataset="fsdd")
     >>> good = prepare(splits.train, cache, on_error="raise", split_name="train")
     >>> cache.load(good[0].path).shape     # no decoding: the array was stored by prepare
     (16000,)
@@ -13,7 +16,9 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import threading
 import warnings
 from collections import OrderedDict
@@ -29,28 +34,47 @@ from audiocnn.utils import atomic_write, show_progress
 
 __all__ = ["AudioCache", "prepare", "prepare_splits"]
 
+_HASH_BLOCK = 1 << 20
+
+
+def content_hash(path: str | os.PathLike) -> str:
+    """blake2b-128 of a file's bytes, hex."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while block := f.read(_HASH_BLOCK):
+            h.update(block)
+    return h.hexdigest()
+
 
 class AudioCache:
-    """Decoded, resampled waves keyed by file identity.
+    """Decoded, resampled waves keyed by dataset, sample rate and file content.
 
     Args:
         cache_dir: folder for ``.npy`` files; ``None`` or ``""`` keeps everything in memory only.
         sample_rate: rate every wave is resampled to, in Hz.
+        dataset: name of the sub-folder (e.g. ``data.name``), so one dataset's cache can be deleted alone.
         max_open: with a disk cache, how many memory-mapped arrays stay open in this process
             (each holds a file descriptor); older ones are re-mapped on demand, never re-decoded.
 
     Attributes:
         decodes: how many files this process decoded (not counting disk or memory hits).
+        hashes: how many files this process read to hash their content.
     """
 
-    def __init__(self, cache_dir: str | os.PathLike | None, sample_rate: int, *, max_open: int = 512):
+    def __init__(self, cache_dir: str | os.PathLike | None, sample_rate: int, *, dataset: str = "files",
+                 max_open: int = 512):
         if sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
         self.sample_rate = int(sample_rate)
-        self.dir = Path(os.path.expanduser(str(cache_dir))) / f"sr{self.sample_rate}" if cache_dir else None
+        self.dataset = re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset or "files").strip(".") or "files"
+        root = Path(os.path.expanduser(str(cache_dir))) if cache_dir else None
+        self.dir = root / self.dataset / f"sr{self.sample_rate}" if root is not None else None
         self.max_open = max_open
         self.decodes = 0
+        self.hashes = 0
         self._memory: OrderedDict[str, tuple[tuple, np.ndarray]] = OrderedDict()
+        self._ids: dict[str, str] | None = None   # "path|size|mtime_ns" -> content hash (index.json)
+        self._new_ids = 0
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -79,17 +103,61 @@ class AudioCache:
             raise AudioError(path, f"cannot read the file ({e.strerror})") from None
         return full, st.st_size, st.st_mtime_ns, self.sample_rate
 
+    # -- content ids -----------------------------------------------------------------------------------------
+
+    @property
+    def index_file(self) -> Path | None:
+        return self.dir / "index.json" if self.dir is not None else None
+
+    def _read_index(self) -> dict[str, str]:
+        try:
+            ids = json.loads(self.index_file.read_text())
+            return {k: v for k, v in ids.items() if isinstance(v, str)} if isinstance(ids, dict) else {}
+        except (OSError, ValueError):
+            return {}  # absent or damaged: files are hashed again
+
+    def content_id(self, key: tuple) -> str:
+        """Hash of the bytes of the file ``key`` names (see :meth:`key`), read only when its stat changed."""
+        stat_id = f"{key[0]}|{key[1]}|{key[2]}"
+        with self._lock:
+            if self._ids is None:
+                self._ids = self._read_index()
+            found = self._ids.get(stat_id)
+        if found is not None:
+            return found
+        try:
+            digest = content_hash(key[0])
+        except OSError as e:
+            raise AudioError(key[0], f"cannot read the file ({e.strerror})") from None
+        with self._lock:
+            self.hashes += 1
+            self._ids[stat_id] = digest
+            self._new_ids += 1
+        return digest
+
+    def flush(self) -> None:
+        """Write the content ids learnt by this process to ``index.json`` (merged with what is there)."""
+        if self.dir is None or not self._new_ids:
+            return
+        with self._lock:
+            merged = {**self._read_index(), **(self._ids or {})}
+            self._new_ids = 0
+        try:
+            atomic_write(self.index_file, lambda f: f.write(json.dumps(merged).encode()))
+        except OSError as e:
+            warnings.warn(f"cannot write {self.index_file} ({e}); files will be hashed again next time", stacklevel=2)
+
     def file_for(self, key: tuple) -> Path | None:
         """Where the array for ``key`` is (or would be) stored; None for a memory-only cache."""
         if self.dir is None:
             return None
-        h = hashlib.sha256(repr(key).encode()).hexdigest()[:32]
+        h = self.content_id(key)
         return self.dir / h[:2] / f"{h}.npy"
 
     def load(self, path: str | os.PathLike) -> np.ndarray:
-        """The wave of ``path`` at ``sample_rate``: ``(time,)`` float32, read-only.
+        """The wave of ``path`` at ``sample_rate``: ``(time,)`` float32, read-only (memory-mapped from disk).
 
-        Decodes (``load_audio``) only when neither memory nor disk has the current version.
+        Decodes (``load_audio``) only when neither memory nor disk has an array for the file's content.
 
         Raises:
             AudioError: the file is missing or cannot be decoded.
@@ -173,6 +241,7 @@ def _decode_all(
     finally:
         if bar is not None:
             bar.close()
+        cache.flush()
     return results
 
 
