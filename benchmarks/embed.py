@@ -156,10 +156,10 @@ def main() -> None:
           f"{version('torchvggish')} | device {device} | {'real' if args.weights else 'random'} weights")
     print(f"{len(files)} files x {args.rounds} rounds, {audio_s:.0f} s of audio, {n_windows} windows per round; "
           f"batch {args.batch_size}")
-    print(f"{'path':<46} {'seconds':>8} {'x realtime':>11} {'vs reference':>13}")
+    print(f"{'path':<46} {'seconds':>8} {'x realtime':>11} {'audio h / min':>14} {'vs reference':>13}")
     for name, t in [("reference torchvggish, one file at a time", t_ref), ("audiocnn embed, float32 (batched)", t_32),
                     ("audiocnn embed, bf16 (batched)", t_16)]:
-        print(f"{name:<46} {t:>8.2f} {audio_s / t:>10.1f}x {t_ref / t:>12.2f}x")
+        print(f"{name:<46} {t:>8.2f} {audio_s / t:>10.1f}x {audio_s / t / 60:>14.2f} {t_ref / t:>12.2f}x")
     print(f"float32 vs reference: max |diff| / max |ref| per file, worst file: {err32:.2e}")
     print(f"bf16 vs float32: relative L2 {rel_l2:.2e}, max |diff| / max |fp32| {max_rel:.2e}, min cosine {cos:.5f}; "
           f"first-batch check: {bf16.deviation}")
