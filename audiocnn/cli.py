@@ -10,6 +10,7 @@
     audiocnn embed vggish|RUN_DIR INPUT... --out DIR [--weights PATH] [--pca PATH] [--hop S] [--format npy]
     audiocnn probe EMBED_DIR labels.csv [--classifier logreg|mlp] [--label-column C] [--fold-column C]
     audiocnn data download NAME [--root data] [--mirror URL]
+    audiocnn hear make-task fsdd|esc10|ravdess|yesno|synthetic --out tasks/ [--root PATH] [--sample-rates 16000 ...]
     audiocnn list-models [PATTERN]
 """
 from __future__ import annotations
@@ -154,6 +155,29 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hear_duration(value: str) -> float | str | None:
+    if value.lower() == "default":
+        return "default"
+    if value.lower() in ("none", "null"):
+        return None
+    seconds = float(value)
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"--duration {value}: give a positive number of seconds, or none")
+    return seconds
+
+
+def _cmd_hear(args: argparse.Namespace) -> int:
+    from audiocnn.hear.make_task import make_task
+
+    result = make_task(args.dataset, args.out, root=args.root, sample_rates=args.sample_rates,
+                       sample_duration=args.duration, overrides=args.overrides, overwrite=args.overwrite,
+                       progress=args.progress)
+    for note in result.left_out:
+        print(f"warning: {note}", file=sys.stderr)
+    print(result.summary())
+    return 0
+
+
 def _cmd_list_models(args: argparse.Namespace) -> int:
     from audiocnn.models import list_models
 
@@ -254,6 +278,21 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--mirror", default=None, help="base URL of a mirror holding the archive files")
     dl.add_argument("--force", action="store_true", help="download again even if the data is present")
     dl.set_defaults(func=_cmd_data)
+
+    hr = sub.add_parser("hear", help="HEAR benchmark tasks")
+    hsub = hr.add_subparsers(dest="hear_command", required=True)
+    mk = hsub.add_parser("make-task", help="write a built-in dataset as a HEAR task folder (16-bit WAVs, splits, labels)")
+    mk.add_argument("dataset", help="fsdd, esc10, ravdess, yesno or synthetic")
+    mk.add_argument("overrides", nargs="*", help="data.* settings, e.g. data.test_groups=[1,2] data.num_per_class=4")
+    mk.add_argument("--out", required=True, help="folder receiving the task folder <dataset>/")
+    mk.add_argument("--root", default=None, help="the dataset's folder (default: ${AUDIOCNN_DATA:-data}/<dataset>)")
+    mk.add_argument("--sample-rates", type=int, nargs="+", default=[16000], metavar="HZ",
+                    help="rates to write (default: 16000; HEAR uses 16000 22050 32000 44100 48000)")
+    mk.add_argument("--duration", type=_hear_duration, default="default", metavar="S",
+                    help="seconds to trim or zero-pad every file to, or none (default: the dataset's)")
+    mk.add_argument("--overwrite", action="store_true", help="rebuild a task that already exists in --out")
+    mk.add_argument("--progress", default="auto", choices=["auto", "always", "never"])
+    mk.set_defaults(func=_cmd_hear)
 
     lm = sub.add_parser("list-models", help="registered model names")
     lm.add_argument("pattern", nargs="?", default="*")
