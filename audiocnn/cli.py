@@ -11,6 +11,7 @@
     audiocnn probe EMBED_DIR labels.csv [--classifier logreg|mlp] [--label-column C] [--fold-column C]
     audiocnn data download NAME [--root data] [--mirror URL]
     audiocnn hear make-task fsdd|esc10|ravdess|yesno|synthetic --out tasks/ [--root PATH] [--sample-rates 16000 ...]
+    audiocnn hear-eval MODULE_OR_RUN --tasks-dir tasks/ [--model WEIGHTS] [--out results/] [--tasks NAME ...]
     audiocnn list-models [PATTERN]
 """
 from __future__ import annotations
@@ -178,6 +179,15 @@ def _cmd_hear(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_hear_eval(args: argparse.Namespace) -> int:
+    from audiocnn.hear.evaluate import evaluate
+
+    result = evaluate(args.module, args.tasks_dir, model=args.model, out=args.out, embeddings=args.embeddings,
+                      tasks=args.tasks, device=args.device, batch_size=args.batch_size, progress=args.progress,
+                      seed=args.seed, grid_points=args.grid_points)
+    return 0 if result["tasks"] or not result["errors"] else 1  # as embed: a failure only when nothing was scored
+
+
 def _cmd_list_models(args: argparse.Namespace) -> int:
     from audiocnn.models import list_models
 
@@ -293,6 +303,23 @@ def build_parser() -> argparse.ArgumentParser:
     mk.add_argument("--overwrite", action="store_true", help="rebuild a task that already exists in --out")
     mk.add_argument("--progress", default="auto", choices=["auto", "always", "never"])
     mk.set_defaults(func=_cmd_hear)
+
+    he = sub.add_parser("hear-eval", help="HEAR downstream evaluation (heareval 2021.1.3's protocol): scores.json, "
+                                          "scores.md")
+    he.add_argument("module", nargs="?", default=None, metavar="MODULE_OR_RUN",
+                    help="a HEAR module's import name (audiocnn.hear, hearbaseline) or an audiocnn run folder")
+    he.add_argument("--tasks-dir", default=None, help="folder of HEAR task folders (audiocnn hear make-task)")
+    he.add_argument("--model", default=None, help="path passed to the module's load_model (weights, run folder)")
+    he.add_argument("--out", default="results", help="results folder; embeddings are cached in OUT/embeddings/")
+    he.add_argument("--embeddings", default=None, metavar="DIR",
+                    help="score existing heareval embedding folders instead (no module, no --tasks-dir)")
+    he.add_argument("--tasks", nargs="+", default=None, metavar="NAME", help="only these tasks")
+    he.add_argument("--device", default=None, help="default: cuda when available, else cpu")
+    he.add_argument("--batch-size", type=int, default=32, help="sounds per call of the module")
+    he.add_argument("--grid-points", type=int, default=8, help="grid points searched on the first split (8)")
+    he.add_argument("--seed", type=int, default=42)
+    he.add_argument("--progress", default="auto", choices=["auto", "always", "never"])
+    he.set_defaults(func=_cmd_hear_eval)
 
     lm = sub.add_parser("list-models", help="registered model names")
     lm.add_argument("pattern", nargs="?", default="*")
