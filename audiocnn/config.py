@@ -208,6 +208,9 @@ class TrainerConfig:
     top_k: int = 3
     report: bool = True
     """Write ``report.html`` (``audiocnn report``) at the end of training."""
+    compile: bool = False
+    """``torch.compile`` the network (not the front-end); the first steps are slower while it compiles. Needs a C++
+    compiler on CPUs."""
 
 
 @dataclass

@@ -50,14 +50,20 @@ def write_env(run_dir: Path) -> None:
 
 
 class RunLogger:
-    """One plain line per epoch on stdout and in log.txt; one row per epoch in metrics.csv."""
+    """One plain line per epoch on stdout and in log.txt; one row per epoch in metrics.csv.
 
-    def __init__(self, run_dir: Path, *, quiet: bool = False):
+    ``enabled=False`` (every process but rank 0 of a distributed run) makes every method a no-op.
+    """
+
+    def __init__(self, run_dir: Path, *, quiet: bool = False, enabled: bool = True):
         self.run_dir = Path(run_dir)
         self.quiet = quiet
+        self.enabled = enabled
         self.csv_path = self.run_dir / "metrics.csv"
 
     def info(self, msg: str) -> None:
+        if not self.enabled:
+            return
         if not self.quiet:
             print(msg, flush=True)
         with open(self.run_dir / "log.txt", "a") as f:
@@ -71,10 +77,14 @@ class RunLogger:
 
     def truncate(self, epochs_done: int) -> None:
         """Drop rows for epochs a killed run logged but never checkpointed (before resuming)."""
+        if not self.enabled:
+            return
         rows = [r for r in self.rows() if int(r["epoch"]) <= epochs_done]
         self._write(rows)
 
     def log_epoch(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         rows = self.rows() + [{k: _fmt(v) for k, v in row.items()}]
         self._write(rows)
 

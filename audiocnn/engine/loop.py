@@ -2,6 +2,7 @@
 
     audiocnn train recipes/digits.yaml optim.lr=3e-4
     audiocnn train --resume runs/digits/20260101-120000
+    torchrun --nproc_per_node=4 -m audiocnn train recipes/digits.yaml     # see audiocnn.engine.distributed
 """
 from __future__ import annotations
 
@@ -18,13 +19,14 @@ from torch import nn
 
 from audiocnn.config import Config, config_from_dict, config_to_dict, save_config
 from audiocnn.engine.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from audiocnn.engine.distributed import DistContext, setup
 from audiocnn.engine.logging import RunLogger, make_run_dir, write_env, write_json
 from audiocnn.engine.tasks import task_loss, task_outputs
 from audiocnn.evaluation.metrics import compute_metrics
 from audiocnn.models.classifier import AudioClassifier, build_classifier
-from audiocnn.utils import pick_device, seed_everything, show_progress
+from audiocnn.utils import seed_everything, show_progress
 
-__all__ = ["Data", "evaluate_loader", "load_data", "train"]
+__all__ = ["Data", "compile_network", "evaluate_loader", "load_data", "train"]
 
 
 @dataclass
@@ -55,7 +57,7 @@ def load_data(cfg: Config, *, log=print) -> Data:
             raise DataError(f"data.name={cfg.data.name!r} is an image dataset; set frontend.kind: image "
                             f"(frontend.kind={cfg.frontend.kind!r})")
         splits = build_splits(cfg.data)
-        cache = AudioCache(cfg.data.cache_dir or None, cfg.data.sample_rate)
+        cache = AudioCache(cfg.data.cache_dir or None, cfg.data.sample_rate, dataset=cfg.data.name)
         # Checked here so Data.splits holds exactly the examples the loaders serve (skipped files removed).
         splits = prepare_splits(splits, cache, on_error=cfg.data.on_error)
         loaders = build_loaders(cfg.data, splits, cache, seed=cfg.trainer.seed)
@@ -113,6 +115,25 @@ def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epo
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def shard_loader(loader: torch.utils.data.DataLoader, cfg: Config, ctx: DistContext, *, train: bool):
+    """This process's share of ``loader`` (see :func:`audiocnn.data.loader.make_loader`)."""
+    from audiocnn.data.loader import make_loader
+
+    return make_loader(loader.dataset, train=train, cfg=cfg.data, seed=cfg.trainer.seed, collate_fn=loader.collate_fn,
+                       rank=ctx.rank, world_size=ctx.world_size)
+
+
+def compile_network(network: nn.Module) -> None:
+    """``trainer.compile``: ``torch.compile`` the network's ``forward_features`` and ``forward_head`` in place.
+
+    The classifier calls these two methods, never ``network.forward``, so ``torch.compile(network)`` would
+    compile nothing that runs. The module itself is not wrapped, so its ``state_dict`` keeps its key names (no
+    ``_orig_mod.``); the front-end, normalisation and augmentation stay eager.
+    """
+    network.forward_features = torch.compile(network.forward_features)
+    network.forward_head = torch.compile(network.forward_head)
+
+
 @torch.no_grad()
 def fit_normalizer(model: AudioClassifier, data: Data, cfg: Config, device: torch.device) -> None:
     """Per-frequency statistics from the training split only (centre crops, no augmentation)."""
@@ -133,8 +154,9 @@ def fit_normalizer(model: AudioClassifier, data: Data, cfg: Config, device: torc
 
 
 def train_one_epoch(model: AudioClassifier, loader, optimizer, scheduler, scaler, cfg: Config, device: torch.device,
-                    *, epoch: int, progress: bool) -> dict[str, float]:
-    """One pass over the training loader; returns mean loss (and accuracy for multiclass)."""
+                    *, epoch: int, progress: bool, dist: DistContext | None = None) -> dict[str, float]:
+    """One pass over the training loader; returns mean loss (and accuracy for multiclass), over all processes
+    of a distributed run (``dist``)."""
     task, tr = cfg.data.task, cfg.trainer
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
@@ -173,6 +195,8 @@ def train_one_epoch(model: AudioClassifier, loader, optimizer, scheduler, scaler
         seen += wave.shape[0]
         if task == "multiclass" and mix is None:
             correct += (logits.argmax(1) == target).sum().item()
+    if dist is not None:
+        total_loss, correct, seen = dist.all_reduce_sum([total_loss, correct, seen])
     out = {"train_loss": total_loss / max(seen, 1)}
     if task == "multiclass" and cfg.augment.mixup_alpha == 0:
         out["train_accuracy"] = correct / max(seen, 1)
@@ -217,39 +241,65 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
 
     A resumed run restores model, optimizer, scheduler, RNG states and epoch from ``checkpoints/last.pt``,
     so it finishes with the same metrics as an uninterrupted run with the same seed.
+
+    Launched by torchrun, every process runs this function and trains one DistributedDataParallel replica
+    (:mod:`audiocnn.engine.distributed` says what changes); rank 0 alone writes the run folder.
     """
     state = None
     if resume is not None:
-        run_dir = Path(resume)
-        state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+        state = load_checkpoint(Path(resume) / "checkpoints" / "last.pt")
         cfg = config_from_dict(state["config"])
+    ctx = setup(cfg.trainer.device)
+    try:
+        return _train(cfg, ctx, state=state, run_dir=None if resume is None else Path(resume), quiet=quiet)
+    finally:
+        ctx.close()
+
+
+def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path | None, quiet: bool) -> Path:
     tr = cfg.trainer
-    seed_everything(tr.seed, tr.deterministic)
-    device = pick_device(tr.device)
+    seed_everything(tr.seed + ctx.rank, tr.deterministic)  # each process its own dropout, masks, mixup
+    device = ctx.device
     messages: list[str] = []
-    data = load_data(cfg, log=messages.append)  # a missing dataset or bad file fails before a run folder exists
+    # A missing dataset or bad file fails before a run folder exists. Rank 0 generates and decodes first.
+    data = ctx.in_turn(lambda: load_data(cfg, log=messages.append))
+    train_loader, val_loader = data.loaders["train"], data.loaders.get("val")
+    if ctx.enabled:  # data.loaders stay whole for the test evaluation and report on rank 0
+        train_loader = shard_loader(train_loader, cfg, ctx, train=True)
+        if val_loader is not None:
+            val_loader = shard_loader(val_loader, cfg, ctx, train=False)
     if state is None:
-        run_dir = make_run_dir(cfg.trainer.output_dir, cfg.name or "run")
-        save_config(cfg, run_dir / "config.yaml")
-        write_env(run_dir)
-    log = RunLogger(run_dir, quiet=quiet)
-    progress = show_progress(tr.progress)
+        if ctx.is_main:
+            run_dir = make_run_dir(cfg.trainer.output_dir, cfg.name or "run")
+            save_config(cfg, run_dir / "config.yaml")
+            write_env(run_dir)
+        run_dir = Path(ctx.broadcast_object(str(run_dir) if ctx.is_main else None))
+    log = RunLogger(run_dir, quiet=quiet, enabled=ctx.is_main)
+    progress = show_progress(tr.progress) and ctx.is_main
     log.info(f"run: {run_dir} | device: {device} | precision: {tr.precision}")
+    if ctx.enabled:
+        log.info(f"distributed: {ctx.world_size} processes ({torch.distributed.get_backend()}) | global batch "
+                 f"{cfg.data.batch_size} = {ctx.world_size} x {cfg.data.batch_size // ctx.world_size}")
     for msg in messages:
         log.info(msg)
     labels, task = data.splits.labels, cfg.data.task
-    write_json(run_dir / "labels.json", {"task": task, "labels": labels})
+    if ctx.is_main:
+        write_json(run_dir / "labels.json", {"task": task, "labels": labels})
     model = build_classifier(cfg, labels, pretrained=state is None).to(device)
     if tr.channels_last and model.network.dims == 2:
         model.network.to(memory_format=torch.channels_last)
     if state is None:
-        fit_normalizer(model, data, cfg, device)
+        if ctx.is_main:
+            fit_normalizer(model, data, cfg, device)
+        ctx.broadcast_tensors(list(model.norm.buffers()))
         n_params = sum(p.numel() for p in model.parameters())
         log.info(f"model: {cfg.model.name} | {n_params:,} parameters | task: {task}")
     else:
         model.load_state_dict(state["model"])
+    if tr.compile:
+        compile_network(model.network)
+    net = ctx.wrap(model)  # DistributedDataParallel with several processes, else the model itself
 
-    train_loader = data.loaders["train"]
     steps = len(train_loader) if not tr.max_steps_per_epoch else min(len(train_loader), tr.max_steps_per_epoch)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer, steps)
@@ -261,9 +311,15 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start_epoch, best, best_epoch, stale = state["epoch"], state["best"], state["best_epoch"], state["stale"]
-        restore_rng(state["rng"], train_loader.generator)
+        saved = state.get("rng_ranks") or [state["rng"]]
+        same_world = len(saved) == ctx.world_size
+        restore_rng(saved[ctx.rank] if same_world else state["rng"], train_loader.generator)
+        if not same_world and ctx.rank > 0:  # resumed with another number of processes: a stream of its own
+            seed_everything(int(np.random.SeedSequence([tr.seed, ctx.rank, start_epoch]).generate_state(1)[0]),
+                            tr.deterministic)
         log.truncate(start_epoch)
-        log.info(f"resumed at epoch {start_epoch} (best {monitor} {best})")
+        log.info(f"resumed at epoch {start_epoch} (best {monitor} {best})"
+                 + (f" on {ctx.world_size} process(es), {len(saved)} before" if not same_world else ""))
 
     ckpt_dir = run_dir / "checkpoints"
     for epoch in range(start_epoch + 1, tr.epochs + 1):
@@ -271,10 +327,12 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
             train_loader.dataset.set_epoch(epoch)
         t0 = time.perf_counter()
         row: dict[str, Any] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
-        row.update(train_one_epoch(model, train_loader, optimizer, scheduler, scaler, cfg, device, epoch=epoch,
-                                   progress=progress))
-        if "val" in data.loaders:
-            out, tgt, loss = evaluate_loader(model, data.loaders["val"], task, device, precision=tr.precision)
+        row.update(train_one_epoch(net, train_loader, optimizer, scheduler, scaler, cfg, device, epoch=epoch,
+                                   progress=progress, dist=ctx))
+        ctx.average_batchnorm(model)
+        if val_loader is not None:
+            out, tgt, loss = evaluate_loader(model, val_loader, task, device, precision=tr.precision)
+            out, tgt, loss = ctx.gather_clips(out, tgt, loss)  # the whole split, each clip once
             row["val_loss"] = loss
             row.update({f"val_{k}": v for k, v in compute_metrics(task, out, tgt, labels, tr.top_k).items()})
         row["time_s"] = time.perf_counter() - t0
@@ -290,17 +348,22 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
         log.log_epoch(row)
         log.info(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
                  + (" *" if improved else ""))
-        ckpt = dict(model=model, config=config_to_dict(cfg), labels=labels, task=task, epoch=epoch,
-                    optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), scaler=scaler.state_dict(),
-                    rng=capture_rng(train_loader.generator), best=best, best_epoch=best_epoch, stale=stale,
-                    metrics={k: v for k, v in row.items() if isinstance(v, (int, float))})
-        if improved:
-            save_checkpoint(ckpt_dir / "best.pt", **ckpt)
-        save_checkpoint(ckpt_dir / "last.pt", **ckpt)
+        rng = ctx.all_gather_object(capture_rng(train_loader.generator))
+        if ctx.is_main:  # the plain model: no DDP "module." prefix, loads with any number of processes
+            ckpt = dict(model=model, config=config_to_dict(cfg), labels=labels, task=task, epoch=epoch,
+                        optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                        scaler=scaler.state_dict(), rng=rng[0], **({"rng_ranks": rng} if ctx.enabled else {}),
+                        best=best, best_epoch=best_epoch, stale=stale,
+                        metrics={k: v for k, v in row.items() if isinstance(v, (int, float))})
+            if improved:
+                save_checkpoint(ckpt_dir / "best.pt", **ckpt)
+            save_checkpoint(ckpt_dir / "last.pt", **ckpt)
         if tr.early_stopping and stale >= tr.early_stopping:
             log.info(f"early stopping: {monitor} has not improved for {stale} epochs (best {best} at epoch {best_epoch})")
             break
 
+    if not ctx.is_main:  # rank 0 alone evaluates the test splits and writes the report
+        return run_dir
     from audiocnn.evaluation.evaluate import evaluate_run
     for split in [name for name in data.loaders if name.startswith("test")]:  # test and data.extra_tests
         metrics = evaluate_run(run_dir, split=split, data=data, device=device, quiet=True)
