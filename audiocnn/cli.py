@@ -27,6 +27,7 @@ __all__ = ["main"]
 def _cmd_train(args: argparse.Namespace) -> int:
     from audiocnn.config import load_config
     from audiocnn.engine import train
+    from audiocnn.engine.distributed import env_rank
 
     if args.resume:
         if args.recipe or args.overrides:
@@ -37,7 +38,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise SystemExit("usage: audiocnn train RECIPE.yaml [key.sub=value ...]  or  audiocnn train --resume RUN_DIR")
         cfg = load_config(args.recipe, args.overrides)
         run_dir = train(cfg)
-    print(f"run folder: {run_dir}")
+    if env_rank() == 0:  # under torchrun, once
+        print(f"run folder: {run_dir}")
     return 0
 
 
@@ -129,13 +131,21 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_embed(args: argparse.Namespace) -> int:
     from audiocnn.embed import embed_files, load_embedder
+    from audiocnn.engine.distributed import setup
 
-    emb = load_embedder(args.model, weights=args.weights, pca=args.pca, checkpoint=args.checkpoint,
-                        device=args.device, precision=args.precision, pad_short=args.pad_short)
-    summary = embed_files(emb, args.inputs, args.out, hop=args.hop, batch_size=args.batch_size, fmt=args.format,
-                          pool=args.pool, overwrite=args.overwrite, progress=args.progress)
+    # Under torchrun: one process per GPU (cuda:LOCAL_RANK), inputs shared out; gloo carries the few messages.
+    dist = setup(args.device or "auto", backend="gloo")
+    try:
+        emb = load_embedder(args.model, weights=args.weights, pca=args.pca, checkpoint=args.checkpoint,
+                            device=dist.device if dist.enabled else args.device, precision=args.precision,
+                            pad_short=args.pad_short)
+        summary = embed_files(emb, args.inputs, args.out, hop=args.hop, batch_size=args.batch_size, fmt=args.format,
+                              pool=args.pool, overwrite=args.overwrite, progress=args.progress, distributed=dist)
+    finally:
+        dist.close()
     if not summary["rows"]:
-        print("no audio files found in the inputs", file=sys.stderr)
+        if dist.is_main:
+            print("no audio files found in the inputs", file=sys.stderr)
         return 1
     return 0 if summary["errors"] < len(summary["rows"]) else 1
 

@@ -29,6 +29,10 @@ Files (the ``audiocnn embed`` command): every input gets, under ``DIR``, its rel
 ``DIR/manifest.csv`` lists every input: ``ok``, ``empty`` (too short for one window) or ``error`` with the
 reason; a bad file never stops the job. ``DIR/embed_config.json`` records the settings; a re-run with other
 settings into the same folder is refused rather than mixing embeddings.
+
+Several processes (``torchrun --nproc_per_node=N -m audiocnn embed ...``, one per GPU): process ``r`` embeds the
+inputs ``i % N == r`` of the sorted input list, and rank 0 writes ``embed_config.json`` and, once all are done,
+the one ``manifest.csv``; re-running skips the files done, whatever N was (:mod:`audiocnn.engine.distributed`).
 """
 from __future__ import annotations
 
@@ -38,7 +42,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Literal, Sequence
 
 import numpy as np
 import torch
@@ -46,6 +50,9 @@ from torch import nn
 
 from audiocnn.audio import AudioError
 from audiocnn.utils import atomic_write, atomic_write_text, pick_device, show_progress
+
+if TYPE_CHECKING:
+    from audiocnn.engine.distributed import DistContext
 
 __all__ = ["EmbedError", "Embedder", "EmbeddingResult", "RunEmbedder", "VGGishEmbedder", "embed_array",
            "embed_arrays", "embed_files", "iter_windows", "load_embedder", "read_clip_embeddings"]
@@ -620,7 +627,7 @@ def _settings(emb: Embedder, *, hop: int, pool: Pool, fmt: str, pad_short: bool)
 def embed_files(emb: Embedder, inputs: Iterable[str | Path], out_dir: str | Path, *, hop: float | None = None,
                 batch_size: int = 128, fmt: str = "npy", pool: Pool = "mean", pad_short: bool | None = None,
                 overwrite: bool = False, progress: str = "auto", log: Callable[[str], None] | None = print,
-                block_seconds: float = BLOCK_SECONDS) -> dict[str, Any]:
+                block_seconds: float = BLOCK_SECONDS, distributed: DistContext | None = None) -> dict[str, Any]:
     """Embed audio files and folders into ``out_dir`` (layout in the module docstring); resumable.
 
     Args:
@@ -632,11 +639,17 @@ def embed_files(emb: Embedder, inputs: Iterable[str | Path], out_dir: str | Path
         overwrite: embed every input again, even those done before or with other settings.
         progress: ``auto`` (a bar on a terminal), ``always`` or ``never``.
         log: where the summary lines go (None: nowhere).
+        distributed: this process's place in a torchrun job (:func:`audiocnn.engine.distributed.setup`): it
+            embeds the inputs ``i % world_size == rank``; rank 0 writes ``embed_config.json``, the merged
+            manifest and the log lines. Every process returns the merged summary.
 
     Returns:
         ``{"manifest": path, "rows": [...], "ok", "empty", "errors", "skipped", "windows", "audio_s",
         "seconds", "deviation"}``; ``skipped`` counts inputs done by an earlier run.
     """
+    from audiocnn.engine.distributed import DistContext
+
+    dist = distributed or DistContext()
     _check_format(fmt)
     if pool not in ("mean", "max", "none"):
         raise EmbedError(f"--pool must be mean, max or none, got {pool!r}")
@@ -653,12 +666,15 @@ def embed_files(emb: Embedder, inputs: Iterable[str | Path], out_dir: str | Path
             raise EmbedError(f"{out} holds embeddings made with other settings ({what}); use another --out, or "
                              "--overwrite to replace them")
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(config_path, json.dumps(settings, indent=2) + "\n")
+    if dist.is_main:  # every process checked the old settings above, so they agree on refusing
+        atomic_write_text(config_path, json.dumps(settings, indent=2) + "\n")
 
     sources = _sources(inputs)
     rows: list[dict[str, Any]] = [{} for _ in sources]
     todo: list[_Job] = []
     for i, (path, name) in enumerate(sources):
+        if i % dist.world_size != dist.rank:
+            continue
         marker = out / f"{name}.json"
         if marker.is_file() and not overwrite:
             try:
@@ -667,10 +683,10 @@ def embed_files(emb: Embedder, inputs: Iterable[str | Path], out_dir: str | Path
             except (OSError, ValueError):
                 pass  # unreadable marker: embed again
         todo.append(_Job(i, lambda p=path: _stream_file(p, emb.sample_rate, block_seconds=block_seconds)))
-    skipped = len(sources) - len(todo)
+    skipped = sum(bool(r) for r in rows)
 
     bar = None
-    if show_progress(progress) and todo:
+    if show_progress(progress) and todo and dist.is_main:
         from tqdm import tqdm
         bar = tqdm(total=len(todo), unit="file", desc="embed", dynamic_ncols=True)
     t0 = time.perf_counter()
@@ -703,7 +719,17 @@ def embed_files(emb: Embedder, inputs: Iterable[str | Path], out_dir: str | Path
     finally:
         if bar is not None:
             bar.close()
-        manifest = _write_manifest(out, [r for r in rows if r])
+        if not dist.enabled:  # finished work is listed even when a run stops half-way
+            manifest = _write_manifest(out, [r for r in rows if r])
+    if dist.enabled:  # every process gets every row, so all return the same summary; rank 0 writes it
+        parts = dist.all_gather_object(({i: r for i, r in enumerate(rows) if r}, stats, skipped))
+        for part, _, _ in parts:
+            for i, r in part.items():
+                rows[i] = r
+        stats = {k: sum(p[1][k] for p in parts) for k in stats}
+        skipped = sum(p[2] for p in parts)
+        manifest = _write_manifest(out, [r for r in rows if r]) if dist.is_main else out / "manifest.csv"
+        log = log if dist.is_main else None
     seconds = time.perf_counter() - t0
     counts = {s: sum(r.get("status") == s for r in rows) for s in ("ok", "empty", "error")}
     summary = {"manifest": str(manifest), "rows": rows, "ok": counts["ok"], "empty": counts["empty"],
