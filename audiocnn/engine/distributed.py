@@ -4,12 +4,12 @@ Usage (``torchrun`` is ``python -m torch.distributed.run``; it sets ``RANK``, ``
 ``MASTER_ADDR`` and ``MASTER_PORT``, which is all this module reads):
 
     # one machine, 4 GPUs: one process per GPU (cuda:LOCAL_RANK), NCCL
-    torchrun --nproc_per_node=4 -m audiocnn train recipes/esc50.yaml optim.lr=3e-4
+    torchrun --nproc_per_node=4 -m audiocnn train recipes/speech_commands.yaml trainer.epochs=20
     # resume with any number of processes, one included (plain `audiocnn train --resume` works too)
-    torchrun --nproc_per_node=2 -m audiocnn train --resume runs/esc50/20260101-120000
+    torchrun --nproc_per_node=2 -m audiocnn train --resume runs/speech_commands/20260101-120000
     # two machines with 8 GPUs each: the same command on both
-    torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=host0:29400 --rdzv_id=esc50 \\
-        -m audiocnn train recipes/esc50.yaml
+    torchrun --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d --rdzv_endpoint=host0:29400 --rdzv_id=sc \\
+        -m audiocnn train recipes/speech_commands.yaml
     # CPU only (gloo): trainer.device=cpu, or any machine without CUDA
     OMP_NUM_THREADS=4 torchrun --nproc_per_node=2 -m audiocnn train recipes/quickstart.yaml trainer.device=cpu
     # embeddings: process r embeds inputs r, r + N, r + 2N, ... of the sorted list; rank 0 writes manifest.csv
