@@ -33,6 +33,7 @@ from audiocnn.config import load_config
 from audiocnn.data import DataError
 from audiocnn.data.loader import make_loader
 from audiocnn.engine import train
+from audiocnn.evaluation.plots import TIMING_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = str(ROOT / "recipes" / "quickstart.yaml")
@@ -148,7 +149,7 @@ def the_run(base: Path, out: str) -> Path:
 
 def metrics(run_dir: Path) -> list[dict[str, float]]:
     with open(run_dir / "metrics.csv") as f:
-        return [{k: float(v) for k, v in row.items() if k != "time_s"} for row in csv.DictReader(f)]
+        return [{k: float(v) for k, v in row.items() if k not in TIMING_COLUMNS} for row in csv.DictReader(f)]
 
 
 def files(run_dir: Path) -> set[str]:

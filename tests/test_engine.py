@@ -16,6 +16,7 @@ import soundfile as sf
 
 from audiocnn.config import load_config
 from audiocnn.engine import train
+from audiocnn.evaluation.plots import TIMING_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -31,7 +32,7 @@ def tiny_overrides(tmp_path: Path, *extra: str) -> list[str]:
 
 def read_metrics(run_dir: Path) -> list[dict]:
     with open(run_dir / "metrics.csv") as f:
-        return [{k: v for k, v in row.items() if k != "time_s"} for row in csv.DictReader(f)]
+        return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in csv.DictReader(f)]
 
 
 def test_run_folder_layout(tmp_path):
@@ -43,6 +44,14 @@ def test_run_folder_layout(tmp_path):
                  "eval/test_report.json"):
         assert (run / name).is_file(), name
     assert len(read_metrics(run)) == 2
+    with open(run / "metrics.csv") as f:
+        speed = list(csv.DictReader(f))
+    for row in speed:  # 4 classes x 12 clips, 80/10/10 split -> whole batches of 8 only
+        assert int(row["train_samples"]) % 8 == 0 and int(row["train_samples"]) > 0
+        assert 0 <= float(row["data_wait"]) < 1
+        assert float(row["train_time_s"]) <= float(row["time_s"])
+        assert float(row["samples_per_s"]) == pytest.approx(int(row["train_samples"]) / float(row["train_time_s"]),
+                                                              rel=1e-6)
     assert json.loads((run / "labels.json").read_text())["task"] == "multiclass"
     # the working directory never changes
     assert Path.cwd() != run

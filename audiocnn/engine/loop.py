@@ -156,13 +156,20 @@ def fit_normalizer(model: AudioClassifier, data: Data, cfg: Config, device: torc
 def train_one_epoch(model: AudioClassifier, loader, optimizer, scheduler, scaler, cfg: Config, device: torch.device,
                     *, epoch: int, progress: bool, dist: DistContext | None = None) -> dict[str, float]:
     """One pass over the training loader; returns mean loss (and accuracy for multiclass), over all processes
-    of a distributed run (``dist``)."""
+    of a distributed run (``dist``), and how fast it went: ``train_time_s``, ``train_samples``,
+    ``samples_per_s`` and ``data_wait``, the fraction of that time this process spent waiting for the next
+    batch (a device that waits for data shows up here)."""
     task, tr = cfg.data.task, cfg.trainer
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     steps = len(loader) if not tr.max_steps_per_epoch else min(len(loader), tr.max_steps_per_epoch)
-    for step, batch in enumerate(_progress(loader, progress, f"epoch {epoch}", total=steps)):
-        if step >= steps:
+    batches = iter(_progress(loader, progress, f"epoch {epoch}", total=steps))
+    started, wait = time.perf_counter(), 0.0
+    for step in range(steps):
+        t0 = time.perf_counter()
+        batch = next(batches, None)
+        wait += time.perf_counter() - t0
+        if batch is None:
             break
         wave = batch.wave.to(device, non_blocking=True)
         target = batch.target.to(device, non_blocking=True)
@@ -195,11 +202,16 @@ def train_one_epoch(model: AudioClassifier, loader, optimizer, scheduler, scaler
         seen += wave.shape[0]
         if task == "multiclass" and mix is None:
             correct += (logits.argmax(1) == target).sum().item()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - started
     if dist is not None:
         total_loss, correct, seen = dist.all_reduce_sum([total_loss, correct, seen])
     out = {"train_loss": total_loss / max(seen, 1)}
     if task == "multiclass" and cfg.augment.mixup_alpha == 0:
         out["train_accuracy"] = correct / max(seen, 1)
+    out.update(train_time_s=elapsed, train_samples=int(seen), samples_per_s=seen / max(elapsed, 1e-9),
+               data_wait=wait / max(elapsed, 1e-9))
     return out
 
 

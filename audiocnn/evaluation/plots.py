@@ -24,6 +24,9 @@ from matplotlib.figure import Figure
 from audiocnn.config import FrontendConfig
 from audiocnn.utils import atomic_write
 
+TIMING_COLUMNS = ("time_s", "train_time_s", "train_samples", "samples_per_s", "data_wait")
+"""Columns of metrics.csv that measure speed (written by the engine every epoch), not learning."""
+
 __all__ = [
     "SIGNAL_PANELS", "activation_figure", "display_db", "feature_panel", "filters_figure", "image_thumbnail",
     "learning_curves", "palette_png", "save_figure", "signal_figure", "thumbnail", "to_png",
@@ -81,7 +84,7 @@ def learning_curves(rows: Sequence[dict[str, Any]], *, monitor: str = "", best_e
         return np.array([float(r[name]) if r.get(name) not in (None, "") else np.nan for r in rows])
 
     epochs = column("epoch")
-    keys = [k for k in rows[0] if k not in ("epoch", "lr", "time_s")] if rows else []
+    keys = [k for k in rows[0] if k not in ("epoch", "lr") + TIMING_COLUMNS] if rows else []
     losses = [k for k in keys if k.endswith("_loss")]
     metrics = [k for k in keys if k not in losses]
     panels = [("loss", losses), ("metrics", metrics)]
