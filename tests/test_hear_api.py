@@ -15,7 +15,8 @@ import audiocnn.hear as hear
 from audiocnn.config import load_config
 from audiocnn.embed import Embedder, load_embedder
 from audiocnn.engine import train
-from audiocnn.hear.api import HearError, HearModel, SincResampler
+from audiocnn.audio.sinc import SincResampler
+from audiocnn.hear.api import HearError, HearModel
 from audiocnn.models import create_model
 from audiocnn.models.vggish import to_reference_state_dict
 
