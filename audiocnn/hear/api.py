@@ -43,7 +43,6 @@ the one frame nearest its middle, whose window holds as much of it as any. Only 
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
