@@ -409,3 +409,25 @@ def test_cli_hear_eval(tmp_path, toy_module, capsys):
     assert len(doc["models"][toy_module]["tasks"]["tones"]["grid"]) == 2
     assert main(["hear-eval", str(tmp_path), "--tasks-dir", str(tasks)]) == 2
     assert "not an audiocnn run" in capsys.readouterr().err
+
+
+def test_early_stopping_counts_validations_and_keeps_the_first_best(monkeypatch):
+    from audiocnn.hear import evaluate as ev
+
+    def scripted(scores):
+        it = iter(scores)
+        monkeypatch.setattr(ev._Validator, "__call__", lambda self, logits: (next(it), ()))
+
+    spec = ev.TaskSpec("t", "scene", "multiclass", ["a", "b"], ["top1_acc"])
+    x = torch.randn(8, 3)
+    data = Frames(x, torch.eye(2)[torch.arange(8) % 2])
+    conf = {**sample_grid(GRID)[0], "hidden_dim": 8, "patience": 2}
+    scripted([0.5, 0.7, 0.7, 0.6, 0.9])              # validations after epochs 3, 6, 9, 12 (0-based 2, 5, 8, 11)
+    fitted = ev.fit(spec, conf, data, data)
+    assert (fitted.epoch, fitted.epochs, fitted.validation_score) == (5, 12, pytest.approx(0.7))
+    scripted([float("nan")])                          # a non-finite score stops at once; that model is kept
+    fitted = ev.fit(spec, conf, data, data)
+    assert (fitted.epoch, fitted.epochs, fitted.validation_score) == (2, 3, -np.inf)
+    scripted([0.5, float("nan")])
+    fitted = ev.fit(spec, conf, data, data)
+    assert (fitted.epoch, fitted.epochs, fitted.validation_score) == (2, 6, 0.5)

@@ -33,9 +33,11 @@ predictor is trained on the embeddings and scored on held-out data exactly as
 - Scores (:mod:`audiocnn.hear.scores`): every metric of the task's ``evaluation`` on each split's test data;
   mean and sample standard deviation (n - 1) over splits.
 
-Where this is faster: all embeddings stay in tensors on the device, the training loop is plain PyTorch, the
-scene scores are vectorised, and the event postprocessing of all files is a few tensor operations on
-precomputed indices (only the matching of estimated to reference onsets walks the events).
+Speed: all embeddings stay in tensors on the device, the training loop is plain PyTorch, the scene scores are
+vectorised, and the event postprocessing of all files is a few tensor operations on precomputed indices (only
+the matching of estimated to reference onsets walks the events). What remains is the predictor's arithmetic,
+which the protocol fixes: on a CPU a 1024-wide hidden layer makes it the larger part of heareval's time too
+(``benchmarks/hear/RESULTS.md``: 1.2-1.7x faster there; 4.7-5.9x with a 64-wide predictor).
 
 One deliberate difference: a last training batch of a single row is dropped (batch norm cannot train on one
 row; heareval stops with an error there).
