@@ -8,8 +8,11 @@ Settings: n_fft 2048, hop 512, 128 mels (MFCC: 20 coefficients on that log-mel),
 and norm, centre padding with zeros, float32. The baseline is librosa in a per-clip loop, the way
 a tutorial pipeline computes features. Every method is timed in each of ``--rounds`` interleaved
 rounds (librosa, torch, nnaudio, ... then again) and its best round is kept, so a load spike on a
-shared machine hits all methods alike and the ratios compare like with like. Peak memory is the
-highest resident set size above the level before the call, sampled every millisecond (CPU), or
+shared machine hits all methods alike and the ratios compare like with like. Each timing runs in a
+fresh process of its own (after one warm-up call): in one process, the thread pool NumPy's OpenBLAS
+leaves spinning after librosa's products takes cores from the next method's threads (torch measured
+1.6x slower right after a librosa loop than alone here). Peak memory is the highest resident set size
+above the level before the timed call, sampled every millisecond (CPU), or
 ``torch.cuda.max_memory_allocated`` (CUDA).
 
 Each backend's output is also compared with librosa: max abs dB difference over bins within 75 dB of
@@ -22,6 +25,8 @@ import argparse
 import datetime as dt
 import os
 import platform
+import subprocess
+import sys
 import threading
 import time
 from typing import Callable
@@ -99,6 +104,41 @@ def error_vs_librosa(kind: str, out: np.ndarray, ref: list[np.ndarray]) -> float
     return float(max(errs))
 
 
+def build_method(name: str, kind: str, args: argparse.Namespace, audio: np.ndarray) -> Callable[[], list]:
+    """``librosa`` or a backend name -> a call computing the features of every clip."""
+    sr, device = args.sample_rate, torch.device(args.device)
+    if name == "librosa":
+        return lambda: [librosa_features(clip, sr, kind) for clip in audio]
+    cfg = FrontendConfig(kind=kind, backend=name, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS, center=True,
+                         pad_mode="constant", norm="slaney", mel_scale="slaney", n_mfcc=N_MFCC)
+    fe = build_frontend(cfg, sr).to(device)
+    x = torch.from_numpy(audio)
+
+    @torch.inference_mode()
+    def run() -> list:
+        outs = [fe(x[i:i + args.batch_size].to(device)).cpu() for i in range(0, len(x), args.batch_size)]
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return outs
+
+    return run
+
+
+def time_one(name: str, kind: str, args: argparse.Namespace) -> None:
+    """Child process: warm up, time one call, print ``seconds peak_mb``."""
+    audio = test_signal(args.clips, args.seconds, args.sample_rate)
+    fn = build_method(name, kind, args, audio)
+    fn()  # warm-up (kernels, FFT plans, caches)
+    cuda = args.device.startswith("cuda") and name != "librosa"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        fn()
+        seconds = time.perf_counter() - t0
+    print(seconds, torch.cuda.max_memory_allocated() / 2 ** 20 if cuda else mem.peak_mb)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--clips", type=int, default=64)
@@ -109,65 +149,48 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--backends", nargs="*", default=["torch", "nnaudio", "torchaudio"])
     p.add_argument("--markdown", default=None, help="also write the tables to this markdown file")
+    p.add_argument("--time-one", nargs=2, metavar=("METHOD", "KIND"), help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.time_one:
+        return time_one(*args.time_one, args)
     sr = args.sample_rate
     audio = test_signal(args.clips, args.seconds, sr)
     total_s = args.clips * args.seconds
-    device = torch.device(args.device)
     header = (f"{args.clips} clips x {args.seconds:g} s at {sr} Hz, n_fft {N_FFT}, hop {HOP}, {N_MELS} mels, "
-              f"batch {args.batch_size}, device {device}, torch {torch.__version__} ({torch.get_num_threads()} "
+              f"batch {args.batch_size}, device {args.device}, torch {torch.__version__} ({torch.get_num_threads()} "
               f"threads), librosa {librosa.__version__}, numpy {np.__version__}, {platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} CPUs, {dt.date.today()}, best of {args.rounds} interleaved rounds")
+              f"{os.cpu_count()} CPUs, {dt.date.today()}, best of {args.rounds} interleaved rounds, one process per timing")
     print(header)
     lines = [header, ""]
-    x = torch.from_numpy(audio)
+    child = [sys.executable, __file__, "--clips", str(args.clips), "--seconds", str(args.seconds), "--sample-rate",
+             str(sr), "--batch-size", str(args.batch_size), "--device", args.device]
     for kind in ("logmel", "mfcc"):
         ref = [librosa_features(clip, sr, kind) for clip in audio]
-        methods: dict[str, Callable[[], object]] = {
-            "librosa (per-clip loop)": lambda kind=kind: [librosa_features(clip, sr, kind) for clip in audio]}
-        errors: dict[str, str] = {}
+        methods, errors, diffs = ["librosa"], {}, {}
         for backend in args.backends:
-            cfg = FrontendConfig(kind=kind, backend=backend, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS,
-                                 center=True, pad_mode="constant", norm="slaney", mel_scale="slaney", n_mfcc=N_MFCC)
-            try:
-                fe = build_frontend(cfg, sr).to(device)
+            try:  # in this process: the accuracy check (untimed)
+                out = torch.cat(build_method(backend, kind, args, audio)()).numpy()
             except (ImportError, ValueError, RuntimeError, OSError) as e:
                 errors[backend] = f"unavailable ({type(e).__name__}: {str(e).splitlines()[0][:60]})"
                 continue
-
-            @torch.inference_mode()
-            def run(fe=fe):
-                outs = [fe(x[i:i + args.batch_size].to(device)).cpu() for i in range(0, len(x), args.batch_size)]
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                return outs
-
-            methods[f"audiocnn {backend} (batched)"] = run
-        best = {name: float("inf") for name in methods}
-        peak = {name: 0.0 for name in methods}
-        outputs = {}
-        for name, fn in methods.items():  # warm-up (kernels, plans, caches); keep the output for the check
-            outputs[name] = fn()
+            methods.append(backend)
+            diffs[backend] = error_vs_librosa(kind, out, ref)
+        best = {m: float("inf") for m in methods}
+        peak = {m: 0.0 for m in methods}
         for _ in range(args.rounds):
-            for name, fn in methods.items():
-                if device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats()
-                with PeakRSS() as mem:
-                    t0 = time.perf_counter()
-                    fn()
-                    best[name] = min(best[name], time.perf_counter() - t0)
-                peak[name] = max(peak[name], mem.peak_mb if device.type != "cuda" or name.startswith("librosa")
-                                 else torch.cuda.max_memory_allocated() / 2 ** 20)
-        base = best["librosa (per-clip loop)"]
+            for m in methods:
+                proc = subprocess.run([*child, "--time-one", m, kind], capture_output=True, text=True, check=True)
+                seconds, mb = map(float, proc.stdout.split()[-2:])
+                best[m], peak[m] = min(best[m], seconds), max(peak[m], mb)
+        base = best["librosa"]
         rows = [f"| {kind} | method | audio-s / s | vs librosa | max diff vs librosa | peak extra memory (MB) |",
                 "|---|---|---:|---:|---:|---:|"]
-        for name in methods:
-            diff = "-" if name.startswith("librosa") else \
-                f"{error_vs_librosa(kind, torch.cat(outputs[name]).numpy(), ref):.2e}" + (" dB" if kind == "logmel" else "")
-            rows.append(f"| {kind} | {name} | {total_s / best[name]:.0f} | {base / best[name]:.2f}x | {diff} | "
-                        f"{peak[name]:.0f} |")
+        for m in methods:
+            name = "librosa (per-clip loop)" if m == "librosa" else f"audiocnn {m} (batched)"
+            diff = "-" if m == "librosa" else f"{diffs[m]:.2e}" + (" dB" if kind == "logmel" else "")
+            rows.append(f"| {kind} | {name} | {total_s / best[m]:.0f} | {base / best[m]:.2f}x | {diff} | {peak[m]:.0f} |")
         rows += [f"| {kind} | audiocnn {b} | {msg} | | | |" for b, msg in errors.items()]
-        print("\n" + "\n".join(rows))
+        print("\n" + "\n".join(rows), flush=True)
         lines += rows + [""]
     if args.markdown:
         with open(args.markdown, "w") as f:

@@ -1,0 +1,218 @@
+"""Training throughput: audiocnn's engine vs a tutorial-style pipeline, same data, same network, same run.
+
+    AUDIOCNN_DATA=../shared/datasets python benchmarks/train.py                     # digits (full) and esc10 (3 epochs)
+    AUDIOCNN_DATA=../shared/datasets python benchmarks/train.py --recipes digits --epochs digits=2
+    ... --markdown train.md                                                         # also write the table
+
+audiocnn: ``audiocnn train RECIPE`` in a subprocess, exactly as a user runs it (decoded once into a cold
+cache, waves sliced from memory-mapped arrays, the front-end, normalisation and SpecAugment batched on the
+device). Its ``metrics.csv`` gives the training time of every epoch and the fraction of it spent waiting for
+the next batch (``data_wait``).
+
+Baseline, written the way tutorials do it: a ``Dataset`` whose ``__getitem__`` loads the file with
+``librosa.load`` and computes the recipe's log-mel spectrogram with librosa (per-clip standardised), a
+standard shuffled ``DataLoader`` (``--baseline-workers``: each count is run, default 0 and 2, and the faster
+one is the reference for the speed-up), and a plain
+loop over the same network (the recipe's ``model``, built by audiocnn), AdamW and a cosine schedule with the
+recipe's settings, float32. Its time is measured the same way (time per epoch, time inside ``next(loader)``).
+
+Epoch time is training only (validation excluded on both sides), the median over epochs after the first
+(warm-up: worker start, cache misses, allocator). Test accuracy is on the recipe's test split, centre crops,
+after the last epoch of both (audiocnn reports its best-validation checkpoint too).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import librosa
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from audiocnn.config import load_config  # noqa: E402
+from audiocnn.data import build_splits  # noqa: E402
+from audiocnn.models.classifier import build_classifier  # noqa: E402
+
+RECIPES = {"digits": ("recipes/digits.yaml", []), "esc10": ("recipes/esc10.yaml", ["data.test_fold=1"])}
+DEFAULT_EPOCHS = {"digits": None, "esc10": 3}  # None: the recipe's own (full training, accuracy compared)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the tutorial-style baseline
+
+class TutorialDataset(Dataset):
+    """librosa.load + librosa log-mel in ``__getitem__``: ``(1, n_mels, frames)`` float32 and the label index."""
+
+    def __init__(self, examples, cfg, *, train: bool):
+        self.examples, self.cfg, self.train = examples, cfg, train
+        self.n = int(round(cfg.data.duration * cfg.data.sample_rate))
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int):
+        ex, d, f = self.examples[i], self.cfg.data, self.cfg.frontend
+        y, _ = librosa.load(ex.path, sr=d.sample_rate, mono=True)
+        if len(y) < self.n:
+            y = np.pad(y, (0, self.n - len(y)))
+        start = np.random.randint(0, len(y) - self.n + 1) if self.train else (len(y) - self.n) // 2
+        y = y[start:start + self.n]
+        S = librosa.feature.melspectrogram(y=y, sr=d.sample_rate, n_fft=f.n_fft, hop_length=f.hop_length,
+                                           n_mels=f.n_mels, fmin=f.f_min, fmax=f.f_max, center=f.center,
+                                           pad_mode=f.pad_mode, norm=f.norm, htk=f.mel_scale == "htk")
+        S = librosa.power_to_db(S, ref=1.0, top_db=f.top_db)
+        S = (S - S.mean()) / (S.std() + 1e-6)
+        return torch.from_numpy(S).float().unsqueeze(0), int(ex.target)
+
+
+class TimedIter:
+    """Iterates a loader and adds the time spent inside ``next()`` to ``wait``."""
+
+    def __init__(self, loader):
+        self.loader, self.wait = loader, 0.0
+
+    def __iter__(self):
+        it = iter(self.loader)
+        while True:
+            t0 = time.perf_counter()
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            finally:
+                self.wait += time.perf_counter() - t0
+            yield batch
+
+
+def run_baseline(recipe: str, overrides: list[str], epochs: int | None, workers: int, seed: int = 0) -> dict:
+    """The tutorial pipeline for ``epochs`` epochs (default: the recipe's) with ``workers`` loader processes."""
+    cfg = load_config(ROOT / recipe, overrides)
+    epochs = epochs or cfg.trainer.epochs
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    splits = build_splits(cfg.data)
+    net = build_classifier(cfg, splits.labels).network  # the same network audiocnn trains
+    train_loader = DataLoader(TutorialDataset(splits.train, cfg, train=True), batch_size=cfg.data.batch_size,
+                              shuffle=True, num_workers=workers, drop_last=True, persistent_workers=workers > 0)
+    test_loader = DataLoader(TutorialDataset(splits.test, cfg, train=False), batch_size=cfg.data.batch_size,
+                             num_workers=workers)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * len(train_loader))
+    loss_fn = torch.nn.CrossEntropyLoss()
+    times, waits, samples = [], [], 0
+    for _ in range(epochs):
+        net.train()
+        timed = TimedIter(train_loader)
+        t0 = time.perf_counter()
+        n = 0
+        for x, y in timed:
+            opt.zero_grad()
+            loss = loss_fn(net(x), y)
+            loss.backward()
+            opt.step()
+            sched.step()
+            n += len(y)
+        times.append(time.perf_counter() - t0)
+        waits.append(timed.wait / times[-1])
+        samples = n
+    net.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in test_loader:
+            correct += (net(x).argmax(1) == y).sum().item()
+            total += len(y)
+    return _summary(f"tutorial (librosa in __getitem__, {workers} workers)", times, waits, samples,
+                    correct / max(total, 1), epochs)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# audiocnn, as a user runs it
+
+def run_audiocnn(recipe: str, overrides: list[str], epochs: int | None) -> dict:
+    out = Path(tempfile.mkdtemp(prefix="bench-train-"))
+    env = dict(os.environ, AUDIOCNN_CACHE=str(out / "cache"))  # a cold cache: decoding is part of the first epoch
+    extra = [f"trainer.epochs={epochs}"] if epochs else []
+    cmd = [sys.executable, "-m", "audiocnn", "train", recipe, f"trainer.output_dir={out / 'runs'}",
+           "trainer.report=false", "trainer.progress=never", *overrides, *extra]
+    print("$", " ".join(cmd), flush=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, text=True, capture_output=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.exit(f"audiocnn train failed:\n{proc.stderr[-3000:]}")
+    run = next((out / "runs").rglob("metrics.csv")).parent
+    with open(run / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    if "data_wait" not in rows[0]:
+        sys.exit(f"{run}/metrics.csv has no data_wait column: this audiocnn does not measure it")
+    times = [float(r["train_time_s"]) for r in rows]
+    waits = [float(r["data_wait"]) for r in rows]
+    test = json.loads(next(run.glob("eval/test_metrics.json")).read_text())
+    last = _last_epoch_test_accuracy(run)
+    res = _summary("audiocnn train", times, waits, int(rows[-1]["train_samples"]), last, len(rows))
+    res.update(best_checkpoint_accuracy=test["accuracy"], wall_s=wall)
+    return res
+
+
+def _last_epoch_test_accuracy(run: Path) -> float:
+    from audiocnn.evaluation.evaluate import evaluate_run
+
+    return float(evaluate_run(run, split="test", checkpoint="last", quiet=True)["accuracy"])
+
+
+def _summary(name: str, times: list[float], waits: list[float], samples: int, acc: float, epochs: int) -> dict:
+    steady = times[1:] or times
+    wsteady = waits[1:] or waits
+    epoch = statistics.median(steady)
+    return {"pipeline": name, "epochs": epochs, "epoch_s": epoch, "first_epoch_s": times[0],
+            "samples_per_s": samples / epoch, "data_wait": statistics.median(wsteady), "test_accuracy": acc}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--recipes", nargs="*", default=list(RECIPES))
+    p.add_argument("--epochs", default="", help="per recipe, e.g. digits=2,esc10=3 (default: digits full, esc10 3)")
+    p.add_argument("--baseline-workers", type=int, nargs="+", default=[0, 2])
+    p.add_argument("--markdown", default=None)
+    args = p.parse_args()
+    epochs = dict(DEFAULT_EPOCHS)
+    epochs.update({k: int(v) for k, v in (kv.split("=") for kv in args.epochs.split(",") if kv)})
+    header = (f"{dt.date.today()} | {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs | torch "
+              f"{torch.__version__} ({torch.get_num_threads()} threads) | librosa {librosa.__version__} | "
+              f"speed-up vs the faster tutorial configuration")
+    lines = [header, "", "| recipe | pipeline | epochs | epoch (s) | samples/s | data wait | test acc (last epoch) "
+             "| speed-up |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for name in args.recipes:
+        recipe, overrides = RECIPES[name]
+        ours = run_audiocnn(recipe, overrides, epochs[name])
+        print(json.dumps(ours), flush=True)
+        bases = []
+        for workers in args.baseline_workers:
+            bases.append(run_baseline(recipe, overrides, epochs[name], workers))
+            print(json.dumps(bases[-1]), flush=True)
+        ref = min(bases, key=lambda r: r["epoch_s"])
+        for r in (*bases, ours):
+            lines.append(f"| {name} | {r['pipeline']} | {r['epochs']} | {r['epoch_s']:.2f} | {r['samples_per_s']:.0f} | "
+                         f"{100 * r['data_wait']:.1f} % | {100 * r['test_accuracy']:.1f} % | "
+                         f"{ref['epoch_s'] / r['epoch_s']:.2f}x |")
+    print("\n".join(lines))
+    if args.markdown:
+        Path(args.markdown).write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
