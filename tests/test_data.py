@@ -315,9 +315,19 @@ def test_cache_decodes_once_and_reads_back_from_disk(tmp_path, monkeypatch):
     monkeypatch.setattr(io.sf, "SoundFile", refuse)
     fresh = AudioCache(str(tmp_path / "cache"), sample_rate=SR)  # a new process: disk only
     again = [fresh.load(f) for f in files]
-    assert fresh.decodes == 0 and isinstance(again[0], np.memmap)
+    assert fresh.decodes == 0 and not again[0].flags.writeable
     for a, b in zip(first, again):
         np.testing.assert_array_equal(a, b)
+    mapped = AudioCache(str(tmp_path / "cache"), sample_rate=SR, small_bytes=0, max_open=2)  # all mapped
+    for _ in range(2):
+        waves = [mapped.load(f) for f in files]
+        assert all(isinstance(w, np.memmap) for w in waves) and mapped.decodes == 0
+        assert mapped._mapped <= 2  # at most max_open maps held; the oldest is re-mapped on demand
+    np.testing.assert_array_equal(waves[0], first[0])
+    held = AudioCache(str(tmp_path / "cache"), sample_rate=SR, max_bytes=2 * 400 * 4)  # two waves' worth
+    for f in files:
+        held.load(f)
+    assert held._held <= 2 * 400 * 4 and len(held._memory) == 2
 
 
 def test_cache_invalidates_when_the_file_changes(tmp_path):

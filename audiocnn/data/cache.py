@@ -55,6 +55,8 @@ class AudioCache:
         dataset: name of the sub-folder (e.g. ``data.name``), so one dataset's cache can be deleted alone.
         max_open: with a disk cache, how many memory-mapped arrays stay open in this process
             (each holds a file descriptor); older ones are re-mapped on demand, never re-decoded.
+        small_bytes: arrays up to this size are read into memory rather than mapped (no descriptor, no
+            re-mapping); they are kept up to ``max_bytes`` in all, least recently used first out.
 
     Attributes:
         decodes: how many files this process decoded (not counting disk or memory hits).
@@ -62,14 +64,16 @@ class AudioCache:
     """
 
     def __init__(self, cache_dir: str | os.PathLike | None, sample_rate: int, *, dataset: str = "files",
-                 max_open: int = 512):
+                 max_open: int = 512, small_bytes: int = 4 << 20, max_bytes: int = 4 << 30):
         if sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate}")
         self.sample_rate = int(sample_rate)
         self.dataset = re.sub(r"[^A-Za-z0-9_.-]+", "_", dataset or "files").strip(".") or "files"
         root = Path(os.path.expanduser(str(cache_dir))) if cache_dir else None
         self.dir = root / self.dataset / f"sr{self.sample_rate}" if root is not None else None
-        self.max_open = max_open
+        self.max_open, self.small_bytes, self.max_bytes = max_open, small_bytes, max_bytes
+        self._mapped = 0      # memory-mapped entries held
+        self._held = 0        # bytes of in-memory entries held
         self.decodes = 0
         self.hashes = 0
         self._memory: OrderedDict[str, tuple[tuple, np.ndarray]] = OrderedDict()
@@ -85,7 +89,7 @@ class AudioCache:
         state = self.__dict__.copy()
         del state["_lock"]
         if self.dir is not None:
-            state["_memory"] = OrderedDict()
+            state.update(_memory=OrderedDict(), _mapped=0, _held=0)
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -182,22 +186,35 @@ class AudioCache:
                 except OSError as e:
                     warnings.warn(f"cannot write the audio cache {file} ({e}); keeping {path} in memory only",
                                   stacklevel=2)
-            if wave.flags.writeable:
-                wave.flags.writeable = False
+        if wave.flags.writeable:
+            wave.flags.writeable = False
         with self._lock:
+            old = self._memory.pop(key[0], None)
+            if old is not None:
+                self._forget(old[1])
             self._memory[key[0]] = (key, wave)
-            self._memory.move_to_end(key[0])
+            self._count(wave, +1)
             if self.dir is not None:
-                while len(self._memory) > self.max_open:
-                    self._memory.popitem(last=False)
+                while len(self._memory) > 1 and (self._mapped > self.max_open or self._held > self.max_bytes):
+                    self._forget(self._memory.popitem(last=False)[1][1])
         return wave
 
-    @staticmethod
-    def _read(file: Path) -> np.ndarray | None:
-        if not file.is_file():
-            return None
+    def _count(self, wave: np.ndarray, sign: int) -> None:
+        if isinstance(wave, np.memmap):
+            self._mapped += sign
+        else:
+            self._held += sign * wave.nbytes
+
+    def _forget(self, wave: np.ndarray) -> None:
+        self._count(wave, -1)
+
+    def _read(self, file: Path) -> np.ndarray | None:
         try:
-            wave = np.load(file, mmap_mode="r", allow_pickle=False)
+            size = file.stat().st_size
+        except OSError:
+            return None
+        try:  # small arrays are read whole: mapping them costs more (a descriptor each, header parsing)
+            wave = np.load(file, mmap_mode=None if size <= self.small_bytes else "r", allow_pickle=False)
         except (OSError, ValueError):
             wave = None
         if wave is None or wave.dtype != np.float32 or wave.ndim != 1:
