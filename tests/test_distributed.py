@@ -6,10 +6,13 @@ crops (seeded by seed, epoch and clip), group norm (per-clip statistics, so no b
 batch of 8 and two of 4), no dropout, masking or mixup (no per-process random draws), and a constant learning rate
 (so a 2-epoch run with 2 more epochs added is an uninterrupted 4-epoch run). DistributedDataParallel averages the
 two shards' mean gradients, which is the mean gradient of the 8 clips; what is left is the order of floating-point
-sums, so the differences are float32 rounding carried through 16 steps (measured: at most 3.5e-7 in a loss),
-not training noise. Every process computes with one thread, as rounding differs with the thread count (two
-single-process runs, with 1 and 2 threads, differ by 2.3e-4 in a loss after 4 epochs); LOSS_TOL is about 300
-times the measured difference and still below that. The optimiser is SGD: Adam divides by each gradient's
+sums, so the differences are float32 rounding carried through the steps, not training noise. Such rounding
+mostly stays near 1e-7 in a loss but can grow at a near-tie (a ReLU or a prediction flipping): two
+single-process runs that differ only in thread count differ by 2.3e-4 after 4 epochs, and 2 processes resumed
+with 1 differed from one process by 2.9e-4 at epoch 4 once the front-end's mel product changed from a sparse to
+a dense matrix product (1e-7 apart in the features). LOSS_TOL = 1e-3 is above that rounding and far below what a
+real fault gave when tried (batch-norm statistics not averaged across processes: 0.085). Every process computes
+with one thread. The optimiser is SGD: Adam divides by each gradient's
 running RMS and so turns rounding in near-zero gradients into full-size steps (with AdamW one and two processes
 differed by 1e-3 in validation loss).
 """
@@ -42,8 +45,8 @@ TINY = ["data.num_classes=4", "data.num_per_class=12", "data.duration=0.5", "dat
         "trainer.report=false"]
 EXACT = ["model.args.norm_layer=groupnorm", "model.args.drop_rate=0", "optim.scheduler=none", "optim.name=sgd",
          "optim.lr=0.03"]
-LOSS_TOL = 1e-4
-"""Largest difference allowed between one and two processes in a loss (float32 summation order)."""
+LOSS_TOL = 1e-3
+"""Largest difference allowed between one and two processes in a loss (float32 rounding; see the module text)."""
 
 
 @pytest.fixture(scope="module", autouse=True)
