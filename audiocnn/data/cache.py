@@ -191,12 +191,12 @@ class AudioCache:
         with self._lock:
             old = self._memory.pop(key[0], None)
             if old is not None:
-                self._forget(old[1])
+                self._count(old[1], -1)
             self._memory[key[0]] = (key, wave)
             self._count(wave, +1)
             if self.dir is not None:
                 while len(self._memory) > 1 and (self._mapped > self.max_open or self._held > self.max_bytes):
-                    self._forget(self._memory.popitem(last=False)[1][1])
+                    self._count(self._memory.popitem(last=False)[1][1], -1)
         return wave
 
     def _count(self, wave: np.ndarray, sign: int) -> None:
@@ -204,9 +204,6 @@ class AudioCache:
             self._mapped += sign
         else:
             self._held += sign * wave.nbytes
-
-    def _forget(self, wave: np.ndarray) -> None:
-        self._count(wave, -1)
 
     def _read(self, file: Path) -> np.ndarray | None:
         try:

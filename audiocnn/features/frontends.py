@@ -227,6 +227,19 @@ class WaveformFrontend(Frontend):
         return x.unsqueeze(1)
 
 
+def _mel_bands(fb: np.ndarray, group: int) -> list[tuple[int, int, int, int]]:
+    """A ``(n_mels, freq)`` filterbank cut into groups of ``group`` filters, each with the FFT bins it uses:
+    ``(first filter, last + 1, first bin, last + 1)``. Each bin feeds at most two filters, so the groups'
+    products cost about a sixth of the dense ``(freq, n_mels)`` product."""
+    bands = []
+    for g0 in range(0, fb.shape[0], group):
+        g1 = min(g0 + group, fb.shape[0])
+        used = np.flatnonzero((fb[g0:g1] != 0).any(axis=0))
+        lo, hi = (int(used[0]), int(used[-1]) + 1) if len(used) else (0, 1)
+        bands.append((g0, g1, lo, hi))
+    return bands
+
+
 class TorchFrontend(Frontend):
     """``torch.stft`` and a librosa mel filterbank (``librosa.filters.mel``, float32).
 
@@ -255,6 +268,7 @@ class TorchFrontend(Frontend):
                 htk=cfg.mel_scale == "htk", norm=cfg.norm, dtype=np.float32,
             )
             self.register_buffer("mel_fb", torch.from_numpy(fb), persistent=False)
+            self.mel_bands = _mel_bands(fb, self.MEL_GROUP)
 
     def _spectrum(self, x: Tensor) -> Tensor:
         if x.device.type == "cpu":
@@ -269,29 +283,14 @@ class TorchFrontend(Frontend):
             S = S.pow(c.power / 2.0)
         return torch.matmul(self.mel_fb, S) if c.kind in _MEL_KINDS else S
 
-    def _mel_bands(self) -> list[tuple[int, int, int, int, Tensor]]:
-        """The mel filterbank cut into groups of :attr:`MEL_GROUP` filters, each with the FFT bins it covers:
-        ``(first filter, last + 1, first bin, last + 1, weights (bins, filters))``. Each bin feeds at most two
-        filters, so the groups' products cost about a sixth of the dense ``(freq, n_mels)`` product."""
-        key = (self.mel_fb.device, self.mel_fb.data_ptr())
-        if getattr(self, "_bands_key", None) != key:
-            fb_t = self.mel_fb.t()
-            bands = []
-            for g0 in range(0, fb_t.shape[1], self.MEL_GROUP):
-                g1 = min(g0 + self.MEL_GROUP, fb_t.shape[1])
-                used = (fb_t[:, g0:g1] != 0).any(1).nonzero().flatten()
-                lo, hi = (int(used[0]), int(used[-1]) + 1) if len(used) else (0, 1)
-                bands.append((g0, g1, lo, hi, fb_t[lo:hi, g0:g1].contiguous()))
-            self._bands, self._bands_key = bands, key
-        return self._bands
-
     def _spectrum_blocked(self, x: Tensor) -> Tensor:
         """Same as the ``torch.stft`` path, block by block: ``(batch, time) -> (batch, rows, frames)``."""
         c = self.cfg
         pad = c.n_fft // 2 if c.center else 0
         n_frames = self.num_frames(x.shape[-1])
-        bands = self._mel_bands() if c.kind in _MEL_KINDS else None
-        rows = self.mel_fb.shape[0] if bands is not None else c.n_fft // 2 + 1
+        mel = c.kind in _MEL_KINDS
+        rows = self.mel_fb.shape[0] if mel else c.n_fft // 2 + 1
+        fb_t = self.mel_fb.t() if mel else None                        # (freq, n_mels), a view
         out = x.new_empty(x.shape[0], n_frames, rows)
         for b in range(x.shape[0]):
             # one clip padded at a time: a whole padded batch would be written to fresh memory first
@@ -303,11 +302,11 @@ class TorchFrontend(Frontend):
                 S = X.real.square() + X.imag.square()
                 if c.power != 2.0:
                     S = S.pow(c.power / 2.0)
-                if bands is None:
+                if not mel:
                     out[b, start:stop] = S
                     continue
-                for g0, g1, lo, hi, weights in bands:
-                    torch.mm(S[:, lo:hi], weights, out=out[b, start:stop, g0:g1])
+                for g0, g1, lo, hi in self.mel_bands:
+                    torch.mm(S[:, lo:hi], fb_t[lo:hi, g0:g1], out=out[b, start:stop, g0:g1])
         return out.transpose(1, 2).contiguous()
 
 

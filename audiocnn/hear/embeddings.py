@@ -41,6 +41,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from audiocnn.audio import AudioError, load_audio
 from audiocnn.utils import atomic_write, atomic_write_text, pick_device, show_progress
 
 __all__ = ["DONE_FILE", "EmbeddedSplit", "HearEvalError", "HearModule", "embed_task", "frame_labels",
@@ -192,14 +193,12 @@ def _task_identity(task: Any, sample_rate: int) -> dict[str, Any]:
             "audio": audio.hexdigest()}
 
 
-def _read_wave(path: Path, sample_rate: int) -> np.ndarray:
+def _read_wave(path: Path) -> np.ndarray:
+    """``(time,)`` float32 mono at the file's rate (checked against the folder's by the caller)."""
     try:
-        wave, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except (OSError, RuntimeError, sf.LibsndfileError) as e:
-        raise HearEvalError(f"{path}: cannot read it ({e}); rebuild the task (audiocnn hear make-task)") from None
-    if sr != sample_rate:
-        raise HearEvalError(f"{path}: {sr} Hz in the {sample_rate} Hz folder; rebuild the task")
-    return wave.mean(axis=1, dtype=np.float32) if wave.shape[1] > 1 else wave[:, 0]
+        return load_audio(path)
+    except AudioError as e:
+        raise HearEvalError(f"{e}; rebuild the task (audiocnn hear make-task)") from None
 
 
 def _batches(lengths: list[int], batch_size: int) -> list[list[int]]:
@@ -218,13 +217,16 @@ def _embed_split(hm: HearModule, task: Any, split: str, *, event: bool, batch_si
     lengths = []
     for p in paths:
         try:
-            lengths.append(sf.info(str(p)).frames)
+            info = sf.info(str(p))
         except (OSError, RuntimeError, sf.LibsndfileError) as e:
             raise HearEvalError(f"{p}: cannot read it ({e}); rebuild the task (audiocnn hear make-task)") from None
+        if info.samplerate != hm.sample_rate:
+            raise HearEvalError(f"{p}: {info.samplerate} Hz in the {hm.sample_rate} Hz folder; rebuild the task")
+        lengths.append(info.frames)
     out: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
     with torch.no_grad():
         for batch in _batches(lengths, batch_size):
-            audio = torch.from_numpy(np.stack([_read_wave(paths[i], hm.sample_rate) for i in batch]))
+            audio = torch.from_numpy(np.stack([_read_wave(paths[i]) for i in batch]))
             audio = audio.to(hm.device)
             if event:
                 emb, ts = hm.module.get_timestamp_embeddings(audio, hm.model)
