@@ -141,6 +141,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
                             pad_short=args.pad_short)
         summary = embed_files(emb, args.inputs, args.out, hop=args.hop, batch_size=args.batch_size, fmt=args.format,
                               pool=args.pool, overwrite=args.overwrite, progress=args.progress, distributed=dist)
+        dist.close(wait=True)  # rank 0 may still be writing the manifest
     finally:
         dist.close()
     if not summary["rows"]:

@@ -30,7 +30,8 @@ What changes with N processes, and what does not:
 - Validation is split the same way without padding, and the clip outputs are gathered, so the metrics are over
   the whole validation split, each clip once. Training loss and accuracy are summed over the processes.
 - Rank 0 alone writes the run folder (``config.yaml``, ``log.txt``, ``metrics.csv``, checkpoints), evaluates the
-  test split and writes the report; the others finish after the last epoch. Checkpoints hold the plain model
+  test split and writes the report; the others leave together with it after the last epoch
+  (before the test evaluation, which needs no collectives). Checkpoints hold the plain model
   (no ``module.`` or ``_orig_mod.`` prefixes) and load in a single process or any number of them.
 - The normaliser is fitted on rank 0 and broadcast. Data is prepared (generated, decoded into the cache) by
   rank 0 first, then by the first process of every other machine, then by the rest, so a disk is written once.
@@ -99,8 +100,13 @@ class DistContext:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def close(self) -> None:
+    def close(self, *, wait: bool = False) -> None:
+        """Leave the process group. ``wait``: first wait for every process, so all leave it together; a process
+        tearing its gloo connections down while a peer still holds them can abort ("terminate called without an
+        active exception"). Error paths close without waiting (a peer may never arrive)."""
         if self.owns_group and dist.is_initialized():
+            if wait:
+                self.barrier()
             dist.destroy_process_group()
             self.owns_group = False
 

@@ -374,6 +374,7 @@ def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path |
             log.info(f"early stopping: {monitor} has not improved for {stale} epochs (best {best} at epoch {best_epoch})")
             break
 
+    ctx.close(wait=True)  # training is over for every process; what follows needs no collectives
     if not ctx.is_main:  # rank 0 alone evaluates the test splits and writes the report
         return run_dir
     from audiocnn.evaluation.evaluate import evaluate_run
