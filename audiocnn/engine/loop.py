@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import time
 from dataclasses import dataclass
@@ -374,7 +375,11 @@ def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path |
             log.info(f"early stopping: {monitor} has not improved for {stale} epochs (best {best} at epoch {best_epoch})")
             break
 
-    ctx.close(wait=True)  # training is over for every process; what follows needs no collectives
+    # Training is over for every process; what follows needs no collectives. The DDP wrapper holds the process
+    # group (and gloo work holding tensors): freed first, or its destruction at interpreter exit can abort.
+    del net
+    gc.collect()
+    ctx.close(wait=True)
     if not ctx.is_main:  # rank 0 alone evaluates the test splits and writes the report
         return run_dir
     from audiocnn.evaluation.evaluate import evaluate_run
