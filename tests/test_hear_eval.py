@@ -14,8 +14,12 @@ import soundfile as sf
 import torch
 
 from audiocnn.hear.embeddings import HearEvalError, frame_labels, heareval_order, read_split
-from audiocnn.hear.evaluate import (GRID, DownstreamMLP, EventDecoder, Frames, evaluate, fold_splits,
-                                    markdown_table, sample_grid)
+from audiocnn.hear.evaluate import evaluate
+from audiocnn.hear.events import EventDecoder
+from audiocnn.hear.frames import Frames
+from audiocnn.hear.predictor import DownstreamMLP
+from audiocnn.hear.protocol import GRID, fold_splits, sample_grid
+from audiocnn.hear.report import markdown_table
 from audiocnn.hear.scores import (aucroc, average_precision, d_prime, mean_average_precision, onset_f_measure,
                                   onset_true_positives, roc_auc, top1_acc)
 
@@ -412,22 +416,23 @@ def test_cli_hear_eval(tmp_path, toy_module, capsys):
 
 
 def test_early_stopping_counts_validations_and_keeps_the_first_best(monkeypatch):
-    from audiocnn.hear import evaluate as ev
+    from audiocnn.hear import predictor
+    from audiocnn.hear.protocol import TaskSpec
 
     def scripted(scores):
         it = iter(scores)
-        monkeypatch.setattr(ev._Validator, "__call__", lambda self, logits: (next(it), ()))
+        monkeypatch.setattr(predictor._Validator, "__call__", lambda self, logits: (next(it), ()))
 
-    spec = ev.TaskSpec("t", "scene", "multiclass", ["a", "b"], ["top1_acc"])
+    spec = TaskSpec("t", "scene", "multiclass", ["a", "b"], ["top1_acc"])
     x = torch.randn(8, 3)
     data = Frames(x, torch.eye(2)[torch.arange(8) % 2])
     conf = {**sample_grid(GRID)[0], "hidden_dim": 8, "patience": 2}
     scripted([0.5, 0.7, 0.7, 0.6, 0.9])              # validations after epochs 3, 6, 9, 12 (0-based 2, 5, 8, 11)
-    fitted = ev.fit(spec, conf, data, data)
+    fitted = predictor.fit(spec, conf, data, data)
     assert (fitted.epoch, fitted.epochs, fitted.validation_score) == (5, 12, pytest.approx(0.7))
     scripted([float("nan")])                          # a non-finite score stops at once; that model is kept
-    fitted = ev.fit(spec, conf, data, data)
+    fitted = predictor.fit(spec, conf, data, data)
     assert (fitted.epoch, fitted.epochs, fitted.validation_score) == (2, 3, -np.inf)
     scripted([0.5, float("nan")])
-    fitted = ev.fit(spec, conf, data, data)
+    fitted = predictor.fit(spec, conf, data, data)
     assert (fitted.epoch, fitted.epochs, fitted.validation_score) == (2, 6, 0.5)

@@ -1,0 +1,188 @@
+"""The downstream predictor (:class:`DownstreamMLP`, heareval's ``FullyConnectedPrediction``), its training with
+early stopping on the validation score (:func:`fit`) and its scores on test data (:func:`test_scores`)."""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from audiocnn.hear.embeddings import HearEvalError
+from audiocnn.hear.events import EventDecoder
+from audiocnn.hear.frames import Frames
+from audiocnn.hear.protocol import TaskSpec
+from audiocnn.hear.scores import EVENT_SCORES, SCENE_SCORES
+
+__all__ = ["DownstreamMLP", "Fitted", "fit", "test_scores"]
+
+_INIT = {"xavier_uniform": nn.init.xavier_uniform_, "xavier_normal": nn.init.xavier_normal_}
+
+
+# --- the predictor -------------------------------------------------------------------------------------------------
+
+class DownstreamMLP(nn.Module):
+    """heareval's ``FullyConnectedPrediction``: ``(batch, in_features) -> (batch, num_classes)`` logits.
+
+    Args:
+        in_features: embedding width.
+        num_classes: labels.
+        hidden_layers: blocks of Linear, BatchNorm1d, Dropout, ReLU (0 for a linear model).
+        hidden_dim: their width.
+        drop_rate: dropout probability.
+        initialization: ``xavier_uniform`` or ``xavier_normal`` for the weights (gain 1 for the first layer,
+            sqrt(2) after a ReLU).
+    """
+
+    def __init__(self, in_features: int, num_classes: int, *, hidden_layers: int = 1, hidden_dim: int = 1024,
+                 drop_rate: float = 0.1, initialization: str = "xavier_uniform"):
+        super().__init__()
+        init = _INIT[initialization]
+        layers: list[nn.Module] = []
+        dim, previous = in_features, "linear"
+        for _ in range(hidden_layers):
+            linear = nn.Linear(dim, hidden_dim)
+            init(linear.weight, gain=nn.init.calculate_gain(previous))
+            layers += [linear, nn.BatchNorm1d(hidden_dim), nn.Dropout(drop_rate), nn.ReLU()]
+            dim, previous = hidden_dim, "relu"
+        self.hidden = nn.Sequential(*layers)
+        self.head = nn.Linear(dim, num_classes)
+        init(self.head.weight, gain=nn.init.calculate_gain(previous))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.hidden(x))
+
+
+# --- training ------------------------------------------------------------------------------------------------------
+
+@dataclass
+class Fitted:
+    """A trained predictor: the kept weights and how it got there."""
+
+    model: DownstreamMLP
+    conf: dict[str, Any]
+    validation_score: float
+    epoch: int
+    epochs: int
+    postprocessing: tuple
+    seconds: float
+
+    def summary(self) -> dict[str, Any]:
+        return {"conf": self.conf, "validation_score": _num(self.validation_score), "epoch": self.epoch,
+                "epochs_run": self.epochs, "postprocessing": dict(self.postprocessing),
+                "seconds": round(self.seconds, 3)}
+
+
+def _num(v: float) -> float | None:
+    return None if v is None or not math.isfinite(v) else float(v)
+
+
+def _loss(spec: TaskSpec, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if spec.prediction_type == "multiclass":
+        return F.cross_entropy(logits, y.argmax(1))
+    return F.binary_cross_entropy_with_logits(logits, y)
+
+
+def _outputs(spec: TaskSpec, logits: torch.Tensor) -> torch.Tensor:
+    return logits.softmax(1) if spec.prediction_type == "multiclass" else logits.sigmoid()
+
+
+class _Validator:
+    """The monitored validation value (higher is better) and the postprocessing that gives it."""
+
+    def __init__(self, spec: TaskSpec, valid: Frames):
+        self.spec, self.valid = spec, valid
+        self.decoder = EventDecoder(valid, spec.labels, spec.postprocessing_grid) if valid.file is not None else None
+        if self.decoder is not None and not spec.use_scoring and len(self.decoder.confs) != 1:
+            raise HearEvalError(f"{spec.name}: use_scoring_for_early_stopping is false, which needs exactly one "
+                                "postprocessing setting")
+
+    def __call__(self, logits: torch.Tensor) -> tuple[float, tuple]:
+        spec = self.spec
+        if not spec.use_scoring:  # heareval then monitors the validation loss (lower is better)
+            post = self.decoder.confs[0] if self.decoder is not None else ()
+            return -float(_loss(spec, logits, self.valid.y)), post
+        probs = _outputs(spec, logits)
+        if self.decoder is None:
+            return SCENE_SCORES[spec.primary](probs, self.valid.y), ()
+        events = self.decoder.decode(probs)
+        collar = EVENT_SCORES[spec.primary]
+        scored = [(self.decoder.f_measure(ev, collar), conf) for conf, ev in events.items()]
+        best = max(scored, key=lambda sc: (0.0 if math.isnan(sc[0]) else sc[0], sc[1]))
+        return best
+
+
+def _f32(v: float) -> float:
+    return float(np.float32(v))
+
+
+def fit(spec: TaskSpec, conf: dict[str, Any], train: Frames, valid: Frames) -> Fitted:
+    """Train one predictor with early stopping on ``valid`` (see :mod:`audiocnn.hear.evaluate`)."""
+    t0 = time.perf_counter()
+    model = DownstreamMLP(train.x.shape[1], len(spec.labels), hidden_layers=conf["hidden_layers"],
+                          hidden_dim=conf["hidden_dim"], drop_rate=conf["dropout"],
+                          initialization=conf["initialization"]).to(train.x.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=conf["lr"])
+    validate = _Validator(spec, valid)
+    n, bs = len(train.x), conf["batch_size"]
+    batches = [(a, min(a + bs, n)) for a in range(0, n, bs)]
+    if len(batches) > 1 and batches[-1][1] - batches[-1][0] == 1:
+        batches.pop()
+    kept_score, kept_state, kept_epoch, kept_post = -math.inf, None, -1, ()
+    best_for_stopping, waited = -math.inf, 0
+    epoch = 0
+    for epoch in range(conf["max_epochs"]):
+        model.train()
+        for a, b in batches:
+            loss = _loss(spec, model(train.x[a:b]), train.y[a:b])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        if (epoch + 1) % conf["check_val_every_n_epoch"]:
+            continue
+        model.eval()
+        with torch.no_grad():
+            score, post = validate(model(valid.x))
+        score = _f32(score)
+        monitored = -math.inf if math.isnan(score) else score
+        if kept_state is None or monitored > kept_score:
+            kept_score, kept_epoch, kept_post = monitored, epoch, post
+            kept_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if not math.isfinite(score):
+            break
+        if score > best_for_stopping:
+            best_for_stopping, waited = score, 0
+        else:
+            waited += 1
+            if waited >= conf["patience"]:
+                break
+    if kept_state is None:
+        raise HearEvalError(f"{spec.name}: no validation ran (max_epochs {conf['max_epochs']} < "
+                            f"check_val_every_n_epoch {conf['check_val_every_n_epoch']})")
+    model.load_state_dict(kept_state)
+    model.eval()
+    if not spec.use_scoring:
+        kept_score = -kept_score
+    return Fitted(model, conf, kept_score, kept_epoch, epoch + 1, kept_post, time.perf_counter() - t0)
+
+
+def test_scores(spec: TaskSpec, fitted: Fitted, test: Frames) -> dict[str, float]:
+    """Every supported metric of ``spec.evaluation`` on ``test`` (events with the kept postprocessing)."""
+    with torch.no_grad():
+        probs = _outputs(spec, fitted.model(test.x))
+    out = {}
+    if test.file is None:
+        for metric in spec.evaluation:
+            if metric in SCENE_SCORES:
+                out[metric] = SCENE_SCORES[metric](probs, test.y)
+        return out
+    decoder = EventDecoder(test, spec.labels, {k: [v] for k, v in fitted.postprocessing} or spec.postprocessing_grid)
+    events = decoder.decode(probs)[decoder.confs[0]]
+    for metric in spec.evaluation:
+        if metric in EVENT_SCORES:
+            out[metric] = decoder.f_measure(events, EVENT_SCORES[metric])
+    return out
