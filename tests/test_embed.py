@@ -14,8 +14,9 @@ import torch
 
 from audiocnn.audio import load_audio
 from audiocnn.cli import main
-from audiocnn.embed import (EmbedError, Embedder, VGGishEmbedder, _stream_file, embed_array, embed_arrays, embed_files,
-                            iter_windows, load_embedder, read_clip_embeddings)
+from audiocnn.embed import (EmbedError, Embedder, VGGishEmbedder, embed_array, embed_arrays, embed_files, iter_windows,
+                            load_embedder, read_clip_embeddings)
+from audiocnn.embed.windows import _stream_file
 from audiocnn.models import create_model
 from audiocnn.models.vggish import Postprocessor, to_reference_state_dict
 from audiocnn.probe import ProbeError, probe
