@@ -19,23 +19,35 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
+
+from audiocnn.core.errors import AudiocnnError, ConfigError
+from audiocnn.commands import summary
+from audiocnn.config import load_config
+from audiocnn.core.io import atomic_write_text
+from audiocnn.data.download import download
+from audiocnn.embed import embed
+from audiocnn.engine.distributed import env_rank
+from audiocnn.evaluation.evaluate import evaluate_run
+from audiocnn.evaluation.predict import predict_files
+from audiocnn.evaluation.report import write_report
+from audiocnn.evaluation.show import show
+from audiocnn.hear.evaluate import evaluate
+from audiocnn.hear.make_task import make_task
+from audiocnn.models import list_models
+from audiocnn.pipelines import train
+from audiocnn.probe import probe
 
 __all__ = ["main"]
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from audiocnn.config import load_config
-    from audiocnn.engine import train
-    from audiocnn.engine.distributed import env_rank
-
     if args.resume:
         if args.recipe or args.overrides:
-            raise SystemExit("--resume takes the run folder only; the run's saved config.yaml is used as is")
+            raise ConfigError("--resume takes the run folder only; the run's saved config.yaml is used as is")
         run_dir = train(None, resume=args.resume)
     else:
         if not args.recipe:
-            raise SystemExit("usage: audiocnn train RECIPE.yaml [key.sub=value ...]  or  audiocnn train --resume RUN_DIR")
+            raise ConfigError("usage: audiocnn train RECIPE.yaml [key.sub=value ...]  or  audiocnn train --resume RUN_DIR")
         cfg = load_config(args.recipe, args.overrides)
         run_dir = train(cfg)
     if env_rank() == 0:  # under torchrun, once
@@ -44,16 +56,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from audiocnn.evaluation.evaluate import evaluate_run
-
     evaluate_run(args.run_dir, split=args.split, checkpoint=args.checkpoint, device=args.device)
     return 0
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from audiocnn.evaluation.predict import predict_files
-    from audiocnn.utils import atomic_write_text
-
     results = predict_files(args.run_dir, args.inputs, top_k=args.top_k, checkpoint=args.checkpoint,
                             device=args.device, hop=args.hop)
     if not results:
@@ -74,55 +81,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0 if failed < len(results) else 1
 
 
-# Label counts of the built-in datasets, so a summary needs no data on disk (folder/manifest: --num-classes).
-_KNOWN_LABELS = {"fsdd": 10, "esc10": 10, "esc50": 50, "ravdess": 8, "gtzan": 10, "speech_commands": 35, "mnist": 10}
-
-
 def _cmd_summary(args: argparse.Namespace) -> int:
-    import torch
-
-    from audiocnn.models import create_model, list_models
-    from audiocnn.models.summary import format_summary, model_summary
-
-    target = args.target
-    if target.endswith((".yaml", ".yml")) or Path(target).is_file():
-        from audiocnn.config import load_config
-        from audiocnn.models.classifier import build_classifier, num_outputs
-
-        cfg = load_config(target, args.overrides)
-        n_labels = args.num_classes or _KNOWN_LABELS.get(cfg.data.name, cfg.data.num_classes)
-        labels = [str(i) for i in range(n_labels)]
-        model = build_classifier(cfg, labels)
-        if cfg.frontend.kind == "image":
-            example = torch.zeros(args.batch_size, *model.input_shape)
-            what = f"images {'x'.join(map(str, model.input_shape))}"
-        else:
-            n = int(round(cfg.data.duration * cfg.data.sample_rate))
-            example = torch.zeros(args.batch_size, n)
-            what = f"{cfg.frontend.kind} ({cfg.frontend.backend}) of {n} samples"
-        title = f"{target}: {cfg.model.name} on {what}, {num_outputs(cfg.data.task, labels)} outputs, batch {args.batch_size}"
-    else:
-        if target not in list_models():
-            raise SystemExit(f"{target!r} is neither a recipe file nor a registered model; models: {', '.join(list_models())}")
-        shape = tuple(int(s) for s in args.input_shape.split(","))
-        kwargs = {"num_classes": args.num_classes or 10, "in_chans": shape[1]}
-        model = create_model(target, **kwargs)
-        example = torch.zeros(*shape)
-        title = f"{target}: input {'x'.join(map(str, shape))}"
-    print(format_summary(model_summary(model, example, max_depth=args.depth), title=title))
+    print(summary(args.target, args.overrides, input_shape=args.input_shape, num_classes=args.num_classes,
+                  batch_size=args.batch_size, depth=args.depth))
     return 0
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
-    from audiocnn.evaluation.show import show
-
     print(f"wrote {show(args.audio, recipe=args.recipe, out=args.out)}")
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from audiocnn.evaluation.report import write_report
-
     path = write_report(args.run_dir, split=args.split, n_examples=args.examples, checkpoint=args.checkpoint,
                         device=args.device, out=args.out)
     print(f"wrote {path}")
@@ -130,38 +100,24 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    from audiocnn.embed import embed_files, load_embedder
-    from audiocnn.engine.distributed import setup
-
-    # Under torchrun: one process per GPU (cuda:LOCAL_RANK), inputs shared out; gloo carries the few messages.
-    dist = setup(args.device or "auto", backend="gloo")
-    try:
-        emb = load_embedder(args.model, weights=args.weights, pca=args.pca, checkpoint=args.checkpoint,
-                            device=dist.device if dist.enabled else args.device, precision=args.precision,
-                            pad_short=args.pad_short)
-        summary = embed_files(emb, args.inputs, args.out, hop=args.hop, batch_size=args.batch_size, fmt=args.format,
-                              pool=args.pool, overwrite=args.overwrite, progress=args.progress, distributed=dist)
-        dist.close(wait=True)  # rank 0 may still be writing the manifest
-    finally:
-        dist.close()
+    summary, is_main = embed(args.model, args.inputs, args.out, device=args.device, weights=args.weights, pca=args.pca,
+                             checkpoint=args.checkpoint, precision=args.precision, pad_short=args.pad_short,
+                             hop=args.hop, batch_size=args.batch_size, fmt=args.format, pool=args.pool,
+                             overwrite=args.overwrite, progress=args.progress)
     if not summary["rows"]:
-        if dist.is_main:
+        if is_main:
             print("no audio files found in the inputs", file=sys.stderr)
         return 1
     return 0 if summary["errors"] < len(summary["rows"]) else 1
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
-    from audiocnn.probe import probe
-
     probe(args.embed_dir, args.labels, label_column=args.label_column, path_column=args.path_column,
           fold_column=args.fold_column, classifier=args.classifier, folds=args.folds, seed=args.seed, out=args.out)
     return 0
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from audiocnn.data.download import download
-
     path = download(args.name, args.root, mirror=args.mirror, force=args.force)
     print(f"{args.name} is ready at {path}")
     return 0
@@ -179,8 +135,6 @@ def _hear_duration(value: str) -> float | str | None:
 
 
 def _cmd_hear(args: argparse.Namespace) -> int:
-    from audiocnn.hear.make_task import make_task
-
     result = make_task(args.dataset, args.out, root=args.root, sample_rates=args.sample_rates,
                        sample_duration=args.duration, overrides=args.overrides, overwrite=args.overwrite,
                        progress=args.progress)
@@ -191,8 +145,6 @@ def _cmd_hear(args: argparse.Namespace) -> int:
 
 
 def _cmd_hear_eval(args: argparse.Namespace) -> int:
-    from audiocnn.hear.evaluate import evaluate
-
     result = evaluate(args.module, args.tasks_dir, model=args.model, out=args.out, embeddings=args.embeddings,
                       tasks=args.tasks, device=args.device, batch_size=args.batch_size, progress=args.progress,
                       seed=args.seed, grid_points=args.grid_points)
@@ -200,8 +152,6 @@ def _cmd_hear_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_list_models(args: argparse.Namespace) -> int:
-    from audiocnn.models import list_models
-
     print("\n".join(list_models(args.pattern)))
     return 0
 
@@ -340,26 +290,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from audiocnn.config import ConfigError
 
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError) as e:
+    except AudiocnnError as e:  # expected failures: one line, the error's own exit status
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except BrokenPipeError:  # output piped into `head` and closed: not an error
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
         print("interrupted; `audiocnn train --resume RUN_DIR` continues from the last checkpoint", file=sys.stderr)
         return 130
-    except Exception as e:  # noqa: BLE001 - known user-facing errors print one clear line
-        name = type(e).__name__
-        if name in ("DataError", "AudioError", "DownloadError", "CheckpointError", "EmbedError",
-                    "VGGishWeightsError") or isinstance(e, (KeyError, TypeError, ValueError)):
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        raise
 
 
 if __name__ == "__main__":

@@ -25,17 +25,18 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from audiocnn.core.errors import ConfigError
+from audiocnn.core.io import atomic_write_text
+from audiocnn.features import FRONTEND_KINDS, FrontendSettings
+from audiocnn.tasks import TASKS
+
 __all__ = [
     "AugmentConfig", "Config", "ConfigError", "DataConfig", "FrontendConfig", "ModelConfig",
     "OptimConfig", "TrainerConfig", "config_from_dict", "config_to_dict", "expand_env",
     "load_config", "save_config",
 ]
 
-Task = Literal["multiclass", "binary", "multilabel", "regression"]
-
-
-class ConfigError(ValueError):
-    """A recipe or override is invalid; the message says where and what to do."""
+Task = Literal[tuple(TASKS.names())]  # the registered task kinds (audiocnn.tasks)
 
 
 @dataclass
@@ -94,38 +95,14 @@ class DataConfig:
 
 
 @dataclass
-class FrontendConfig:
+class FrontendConfig(FrontendSettings):
     """Waveform -> spectrogram, as an ``nn.Module`` on the model's device.
 
-    Argument names follow torchaudio. ``center``, ``pad_mode``, ``norm`` and ``mel_scale`` are
-    explicit because librosa, torchaudio and nnAudio default differently.
+    The fields of :class:`~audiocnn.features.FrontendSettings` (torchaudio's names; ``kind``: an audio kind of
+    :data:`audiocnn.features.KINDS`, or ``image`` for image datasets), and how its output is normalised.
     """
 
-    kind: Literal["stft", "mel", "logmel", "mfcc", "cqt", "waveform", "image"] = "logmel"
-    """``image``: the batches are already images ``(batch, channels, height, width)`` (image datasets); only
-    ``normalize`` applies."""
-    backend: Literal["torch", "nnaudio", "librosa", "torchaudio"] = "torch"
-    n_fft: int = 1024
-    win_length: Optional[int] = None
-    hop_length: int = 256
-    window: str = "hann"
-    center: bool = True
-    pad_mode: str = "constant"
-    power: float = 2.0
-    n_mels: int = 64
-    f_min: float = 0.0
-    f_max: Optional[float] = None
-    norm: Optional[str] = "slaney"
-    mel_scale: Literal["slaney", "htk"] = "slaney"
-    log: Literal["db", "log"] = "db"
-    """``db``: 10*log10(max(S, amin)) (librosa.power_to_db, ref=1); ``log``: ln(S + log_offset)."""
-    amin: float = 1e-10
-    log_offset: float = 1e-6
-    top_db: Optional[float] = None
-    n_mfcc: int = 20
-    n_bins: int = 84
-    """CQT: number of bins."""
-    bins_per_octave: int = 12
+    kind: Literal[FRONTEND_KINDS] = "logmel"
     normalize: Literal["none", "per_frequency", "per_channel"] = "per_frequency"
     """Per-frequency (spectrograms) or per-channel (``kind: image``) mean/std, estimated on the training split only."""
 
@@ -193,9 +170,11 @@ class TrainerConfig:
     channels_last: bool = False
     grad_clip: float = 0.0
     """Clip the gradient norm to this value; 0 disables."""
-    monitor: str = "val_accuracy"
-    """Metric for the best checkpoint and early stopping (a column of metrics.csv)."""
-    monitor_mode: Literal["max", "min"] = "max"
+    monitor: str = ""
+    """Metric for the best checkpoint and early stopping (a column of metrics.csv); empty: the task's own
+    (multiclass and binary ``val_accuracy``, multilabel ``val_mAP``, regression ``val_loss``)."""
+    monitor_mode: Literal["auto", "max", "min"] = "auto"
+    """``auto``: the task's direction for its own metric; ``min`` for a loss or error; else ``max``."""
     early_stopping: int = 0
     """Stop after this many epochs without improvement of ``monitor``; 0 disables."""
     seed: int = 0
@@ -461,6 +440,4 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML, atomically."""
-    from audiocnn.utils import atomic_write_text
-
     atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -23,8 +23,9 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 
+from audiocnn.core.errors import AudiocnnError, NotFoundError
 from audiocnn.embed import read_clip_embeddings
-from audiocnn.utils import atomic_write_text
+from audiocnn.core.io import atomic_write_text
 
 __all__ = ["ProbeError", "probe"]
 
@@ -33,7 +34,7 @@ LABEL_COLUMNS = ("label", "category", "class", "target")
 FOLD_COLUMNS = ("fold",)
 
 
-class ProbeError(ValueError):
+class ProbeError(AudiocnnError, ValueError):
     """The labels do not fit the embeddings; the message names the file and columns."""
 
 
@@ -48,7 +49,7 @@ def _pick(header: list[str], given: str | None, candidates: tuple[str, ...], wha
 def _read_labels(path: Path, label_column: str | None, path_column: str | None,
                  fold_column: str | None) -> tuple[list[dict[str, str]], str, str, str | None]:
     if not path.is_file():
-        raise FileNotFoundError(f"labels file {path} not found")
+        raise NotFoundError(f"labels file {path} not found")
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         header = list(reader.fieldnames or [])

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from audiocnn.config import FrontendConfig
-from audiocnn.features import build_frontend
+from audiocnn.features import FrontendSettings
 
 N_FFT, HOP, N_MELS, N_MFCC = 2048, 512, 128, 20
 
@@ -111,7 +111,7 @@ def build_method(name: str, kind: str, args: argparse.Namespace, audio: np.ndarr
         return lambda: [librosa_features(clip, sr, kind) for clip in audio]
     cfg = FrontendConfig(kind=kind, backend=name, n_fft=N_FFT, hop_length=HOP, n_mels=N_MELS, center=True,
                          pad_mode="constant", norm="slaney", mel_scale="slaney", n_mfcc=N_MFCC)
-    fe = build_frontend(cfg, sr).to(device)
+    fe = FrontendSettings.of(cfg).build(sr).to(device)
     x = torch.from_numpy(audio)
 
     @torch.inference_mode()

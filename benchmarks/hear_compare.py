@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audiocnn.utils import atomic_write_text
+from audiocnn.core.io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDED = ROOT / "benchmarks" / "hear" / "heareval_seeded.py"

@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 
 from audiocnn.config import load_config  # noqa: E402
 from audiocnn.data import build_splits  # noqa: E402
-from audiocnn.models.classifier import build_classifier  # noqa: E402
+from audiocnn.build import build_classifier  # noqa: E402
 
 RECIPES = {"digits": ("recipes/digits.yaml", []), "esc10": ("recipes/esc10.yaml", ["data.test_fold=1"])}
 DEFAULT_EPOCHS = {"digits": None, "esc10": 3}  # None: the recipe's own (full training, accuracy compared)

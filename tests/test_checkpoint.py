@@ -4,7 +4,7 @@ import pickle
 import pytest
 import torch
 
-from audiocnn.engine.checkpoint import CheckpointError, capture_rng, clean_state_dict, load_checkpoint, restore_rng, save_checkpoint
+from audiocnn.core.checkpoint import CheckpointError, capture_rng, clean_state_dict, load_checkpoint, restore_rng, save_checkpoint
 
 
 class Evil:

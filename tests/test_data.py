@@ -15,8 +15,9 @@ import torch
 
 from audiocnn.config import DataConfig
 from audiocnn.audio import load_audio
+from audiocnn.tasks import get_task
 from audiocnn.data import (
-    DATASETS, AudioCache, AudioDataset, DataError, Example, build_loaders, build_splits, collate, encode_target,
+    DATASETS, AudioCache, AudioDataset, DataError, Example, build_loaders, build_splits, collate,
     group_split, prepare, stratified_split,
 )
 
@@ -260,13 +261,13 @@ def test_manifest_errors_name_the_column(tmp_path):
 
 
 def test_encode_target_kinds():
-    assert encode_target("multiclass", ["a", "b"], "b") == 1
-    assert encode_target("binary", ["no", "yes"], "yes") == 1
-    assert encode_target("multilabel", ["a", "b", "c"], ["c", "a"]) == (1, 0, 1)
-    assert encode_target("multilabel", ["a", "b"], ["0", "1"]) == (0, 1)
-    assert encode_target("regression", ["x"], "1.5") == (1.5,)
+    assert get_task("multiclass").encode(["a", "b"], "b") == 1
+    assert get_task("binary").encode(["no", "yes"], "yes") == 1
+    assert get_task("multilabel").encode(["a", "b", "c"], ["c", "a"]) == (1, 0, 1)
+    assert get_task("multilabel").encode(["a", "b"], ["0", "1"]) == (0, 1)
+    assert get_task("regression").encode(["x"], "1.5") == (1.5,)
     with pytest.raises(ValueError, match="'z' is not one of"):
-        encode_target("multiclass", ["a", "b"], "z")
+        get_task("multiclass").encode(["a", "b"], "z")
 
 
 # ------------------------------------------------------------------------------------------------

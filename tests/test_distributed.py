@@ -35,8 +35,8 @@ import torch
 from audiocnn.config import load_config
 from audiocnn.data import DataError
 from audiocnn.data.loader import make_loader
-from audiocnn.engine import train
-from audiocnn.evaluation.plots import TIMING_COLUMNS
+from audiocnn.pipelines import train
+from audiocnn.plots import TIMING_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = str(ROOT / "recipes" / "quickstart.yaml")
@@ -293,9 +293,9 @@ def _cxx() -> str | None:
 
 @pytest.mark.skipif(_cxx() is None, reason="torch.compile (inductor) needs a C++ compiler on CPUs; none found")
 def test_compiled_network_matches_eager_and_saves_plain_keys(tmp_path):
-    from audiocnn.engine.checkpoint import load_checkpoint, save_checkpoint
+    from audiocnn.core.checkpoint import load_checkpoint, save_checkpoint
     from audiocnn.engine.loop import compile_network
-    from audiocnn.models.classifier import build_classifier
+    from audiocnn.build import build_classifier
 
     cfg = load_config(RECIPE, [*TINY, *EXACT])
     torch.manual_seed(0)

@@ -16,7 +16,7 @@ from audiocnn.audio import load_audio
 from audiocnn.cli import main
 from audiocnn.embed import (EmbedError, Embedder, VGGishEmbedder, embed_array, embed_arrays, embed_files, iter_windows,
                             load_embedder, read_clip_embeddings)
-from audiocnn.embed.windows import _stream_file
+from audiocnn.embed.windows import stream_file
 from audiocnn.models import create_model
 from audiocnn.models.vggish import Postprocessor, to_reference_state_dict
 from audiocnn.probe import ProbeError, probe
@@ -89,7 +89,7 @@ def test_iter_windows_same_for_any_block_split():
 
 def test_stream_equals_load_audio(clips):
     for name in ("sub/c.wav", "d.wav", "sub/b.flac"):
-        blocks = list(_stream_file(clips / name, 16000, block_seconds=0.37))
+        blocks = list(stream_file(clips / name, 16000, block_seconds=0.37))
         assert len(blocks) > 1
         np.testing.assert_array_equal(np.concatenate(blocks), load_audio(clips / name, 16000))
 
@@ -230,8 +230,8 @@ def test_pca_postprocessing(vggish_files, vggish_emb):
 def test_run_folder_as_embedder(tmp_path, clips):
     """A run folder (checkpoint of the vggish_fsdd recipe; training itself is the recipe smoke test's job)."""
     from audiocnn.config import config_to_dict, load_config
-    from audiocnn.engine.checkpoint import save_checkpoint
-    from audiocnn.models.classifier import build_classifier
+    from audiocnn.core.checkpoint import save_checkpoint
+    from audiocnn.build import build_classifier
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "recipes" / "vggish_fsdd.yaml", [])
     labels = [str(d) for d in range(10)]

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from audiocnn.config import load_config
-from audiocnn.engine import train
-from audiocnn.evaluation.plots import TIMING_COLUMNS
+from audiocnn.pipelines import train
+from audiocnn.plots import TIMING_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -121,15 +122,21 @@ def test_manifest_task_types_train(tmp_path, task):
         w.writeheader()
         w.writerows(rows)
     labels = {"binary": ["label"], "multilabel": ["low", "high", "any"], "regression": ["valence", "arousal"]}[task]
-    monitor = {"binary": "val_accuracy", "multilabel": "val_mAP", "regression": "val_mse"}[task]
-    mode = "min" if task == "regression" else "max"
+    # No trainer.monitor: each task's own metric, one it reports (issue 11: regression and multilabel runs
+    # monitored val_accuracy, which they do not have, and kept the last epoch as "best").
+    monitor = {"binary": "val_accuracy", "multilabel": "val_mAP", "regression": "val_loss"}[task]
+    best_of = min if task == "regression" else max
     cfg = load_config(ROOT / "recipes" / "quickstart.yaml", [
         "data.name=manifest", f"data.manifest={tmp_path / 'm.csv'}", f"data.task={task}",
         f"data.label_columns={json.dumps(labels)}", "data.sample_rate=8000", "data.duration=0.5",
         f"data.cache_dir={tmp_path / 'cache'}", f"trainer.output_dir={tmp_path / 'runs'}", "trainer.epochs=12",
-        f"trainer.monitor={monitor}", f"trainer.monitor_mode={mode}", "model.args.width=8", "data.batch_size=8",
+        "model.args.width=8", "data.batch_size=8",
         "optim.lr=0.01", "trainer.progress=never"])
     run = train(cfg, quiet=True)
+    assert "not among the epoch metrics" not in (run / "log.txt").read_text()
+    values = [float(r[monitor]) for r in read_metrics(run)]
+    state = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    assert state["best_epoch"] == values.index(best_of(values)) + 1  # the first epoch that reached the best value
     metrics = json.loads((run / "eval" / "test_metrics.json").read_text())
     if task == "binary":
         assert metrics["accuracy"] == 1.0
@@ -159,8 +166,8 @@ def test_checkpoint_has_no_frontend_kernels_and_norm_is_from_train_only(tmp_path
 
     from audiocnn.data import AudioCache, build_splits
     from audiocnn.audio import fix_length
-    from audiocnn.engine.checkpoint import load_checkpoint
-    from audiocnn.features import build_frontend
+    from audiocnn.core.checkpoint import load_checkpoint
+    from audiocnn.features import FrontendSettings
 
     cfg = load_config(ROOT / "recipes" / "quickstart.yaml", tiny_overrides(tmp_path, "trainer.epochs=1"))
     run = train(cfg, quiet=True)
@@ -171,7 +178,7 @@ def test_checkpoint_has_no_frontend_kernels_and_norm_is_from_train_only(tmp_path
     # Independent estimate: log-mel of the centre-cropped training clips only.
     splits = build_splits(cfg.data)
     cache = AudioCache(None, cfg.data.sample_rate)
-    fe = build_frontend(cfg.frontend, cfg.data.sample_rate)
+    fe = FrontendSettings.of(cfg.frontend).build(cfg.data.sample_rate)
     n = int(cfg.data.duration * cfg.data.sample_rate)
 
     def mean_of(examples):

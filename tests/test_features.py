@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from audiocnn.config import FrontendConfig
-from audiocnn.features import Frontend, FrequencyNorm, SpecAugment, build_frontend, mixup_batch
+from audiocnn.features import FrequencyNorm, Frontend, FrontendSettings, SpecAugment, draw_mixup, mix
 
 REPO = Path(__file__).resolve().parents[1]
 TORCH_BACKENDS = ["torch", "nnaudio"]
@@ -77,7 +77,7 @@ LOGMEL_SETTINGS = {
 def test_logmel_db_matches_librosa_on_generated_signals(backend, setting):
     sr, kw = LOGMEL_SETTINGS[setting]
     cfg = FrontendConfig(kind="logmel", backend=backend, log="db", top_db=None, **kw)
-    fe = build_frontend(cfg, sr)
+    fe = FrontendSettings.of(cfg).build(sr)
     for seed, silence in ((0, False), (1, True)):
         y = _signal(sr, sr, seed, silence=silence)
         err = np.abs(_run(fe, y) - _ref_logmel(y, cfg, sr)).max()
@@ -115,7 +115,7 @@ def test_logmel_db_matches_librosa_on_recordings(backend, dataset):
     worst = 0.0
     for path in _real_clips(pattern, count):
         y, sr = sf.read(path, dtype="float32")
-        fe = frontends.setdefault(sr, build_frontend(cfg, sr))
+        fe = frontends.setdefault(sr, FrontendSettings.of(cfg).build(sr))
         err = np.abs(_run(fe, y) - _ref_logmel(y, cfg, sr)).max()
         worst = max(worst, err)
         assert err < DB_TOL, f"{backend} on {path.name}: max abs error {err:.2e} dB"
@@ -128,7 +128,7 @@ def test_top_db_clips_each_example_at_its_own_max(backend):
     loud, quiet = _signal(sr, 4000, 0), 1e-3 * _signal(sr, 4000, 1)
     quiet[:1500] = 0.0  # bins down at amin, far below this example's max - top_db
     cfg = FrontendConfig(kind="logmel", backend=backend, top_db=40.0)
-    out = build_frontend(cfg, sr)(torch.from_numpy(np.stack([loud, quiet]))).numpy()
+    out = FrontendSettings.of(cfg).build(sr)(torch.from_numpy(np.stack([loud, quiet]))).numpy()
     for got, y in zip(out, (loud, quiet)):
         assert np.abs(got - _ref_logmel(y, cfg, sr)).max() < DB_TOL
     # the quiet example is floored at its own max - 40 dB, which lies below the loud one's floor
@@ -150,7 +150,7 @@ def test_stft_matches_librosa(backend, power, center):
                          power=power, center=center)
     ref = np.abs(librosa.stft(y.astype(np.float64), n_fft=512, hop_length=128, win_length=400,
                               center=center, pad_mode="constant")) ** power
-    out = _run(build_frontend(cfg, sr), y)
+    out = _run(FrontendSettings.of(cfg).build(sr), y)
     assert out.shape == ref.shape
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-6 * ref.max())
 
@@ -163,7 +163,7 @@ def test_torch_stft_padding_matches_librosa(pad_mode):
     cfg = FrontendConfig(kind="stft", backend="torch", n_fft=64, hop_length=8, pad_mode=pad_mode)
     ref = np.abs(librosa.stft(y.astype(np.float64), n_fft=64, hop_length=8,
                               pad_mode={"reflect": "reflect", "replicate": "edge"}[pad_mode])) ** 2
-    out = _run(build_frontend(cfg, sr), y)
+    out = _run(FrontendSettings.of(cfg).build(sr), y)
     assert out.shape == ref.shape and ref.shape[1] > 256
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-6 * ref.max())
 
@@ -185,7 +185,7 @@ def test_mel_power_matches_librosa(backend, variant):
     cfg = FrontendConfig(**{**dict(kind="mel", backend=backend, n_fft=512, hop_length=128, n_mels=40), **MEL_VARIANTS[variant]})
     y = _signal(sr, 6000)
     ref = _ref_mel(y, cfg, sr)
-    out = _run(build_frontend(cfg, sr), y)
+    out = _run(FrontendSettings.of(cfg).build(sr), y)
     assert out.shape == ref.shape
     np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-6 * ref.max())
 
@@ -198,7 +198,7 @@ def test_mfcc_matches_librosa_feature_mfcc(backend):
     cfg = FrontendConfig(kind="mfcc", backend=backend, n_mfcc=13, n_mels=40, n_fft=512, hop_length=160, top_db=80.0)
     ref = librosa.feature.mfcc(y=y.astype(np.float64), sr=sr, n_mfcc=13, n_mels=40, n_fft=512, hop_length=160,
                                center=True, pad_mode="constant")
-    out = _run(build_frontend(cfg, sr), y)
+    out = _run(FrontendSettings.of(cfg).build(sr), y)
     assert out.shape == ref.shape == (13, 1 + 12000 // 160)
     np.testing.assert_allclose(out, ref, atol=2e-3, rtol=0)
 
@@ -209,14 +209,14 @@ def test_natural_log_matches_numpy(backend):
     cfg = FrontendConfig(kind="logmel", backend=backend, log="log", log_offset=1e-6, n_fft=512, hop_length=128)
     y = _signal(sr, 4000)
     ref = np.log(_ref_mel(y, cfg, sr) + 1e-6)
-    np.testing.assert_allclose(_run(build_frontend(cfg, sr), y), ref, rtol=0, atol=3e-4)
+    np.testing.assert_allclose(_run(FrontendSettings.of(cfg).build(sr), y), ref, rtol=0, atol=3e-4)
 
 
 def test_librosa_backend_agrees_with_torch_backend():
     sr = 8000
     y = torch.from_numpy(np.stack([_signal(sr, 5000, s) for s in range(2)]))
     for kind in ("stft", "mel", "logmel", "mfcc"):
-        outs = [build_frontend(FrontendConfig(kind=kind, backend=b, n_fft=512, n_mels=40), sr)(y) for b in ("librosa", "torch")]
+        outs = [FrontendSettings.of(FrontendConfig(kind=kind, backend=b, n_fft=512, n_mels=40)).build(sr)(y) for b in ("librosa", "torch")]
         tol = 1e-3 if kind in ("logmel", "mfcc") else 1e-4 * float(outs[0].max())
         torch.testing.assert_close(outs[1], outs[0], rtol=1e-4, atol=tol)
 
@@ -231,7 +231,7 @@ def test_librosa_backend_agrees_with_torch_backend():
 def test_num_frames_matches_librosa_and_output(center, n_fft):
     sr, hop = 8000, 160
     lengths = [100, 255, 256, 511, 512, 513, 1000, 1001, 4001, 8000]
-    fes = {b: build_frontend(FrontendConfig(kind="mel", backend=b, n_fft=n_fft, hop_length=hop, n_mels=32, center=center), sr)
+    fes = {b: FrontendSettings.of(FrontendConfig(kind="mel", backend=b, n_fft=n_fft, hop_length=hop, n_mels=32, center=center)).build(sr)
            for b in ("torch", "nnaudio", "librosa")}
     for n in lengths:
         y = _signal(sr, n)
@@ -247,8 +247,8 @@ def test_num_frames_matches_librosa_and_output(center, n_fft):
 
 def test_num_frames_of_cqt_and_waveform():
     sr = 8000
-    cqt = build_frontend(FrontendConfig(kind="cqt", backend="nnaudio", hop_length=128, n_bins=60), sr)
-    wav = build_frontend(FrontendConfig(kind="waveform"), sr)
+    cqt = FrontendSettings.of(FrontendConfig(kind="cqt", backend="nnaudio", hop_length=128, n_bins=60)).build(sr)
+    wav = FrontendSettings.of(FrontendConfig(kind="waveform")).build(sr)
     for n in (3000, 8001):
         x = torch.from_numpy(_signal(sr, n))[None]
         assert cqt(x).shape == (1, 60, cqt.num_frames(n))
@@ -269,7 +269,7 @@ def _small(kind: str, backend: str) -> FrontendConfig:
 
 @pytest.mark.parametrize("kind,backend", ALL_KINDS)
 def test_state_dict_holds_no_kernels_and_module_moves(kind, backend):
-    fe = build_frontend(_small(kind, backend), 8000)
+    fe = FrontendSettings.of(_small(kind, backend)).build(8000)
     assert fe.state_dict() == {}
     assert list(fe.parameters()) == []
     x = torch.from_numpy(np.stack([_signal(8000, 2000, s) for s in range(2)]))
@@ -285,7 +285,7 @@ def test_state_dict_holds_no_kernels_and_module_moves(kind, backend):
 
 @pytest.mark.parametrize("kind,backend", [("logmel", "torch"), ("logmel", "nnaudio"), ("mfcc", "torch"), ("cqt", "nnaudio")])
 def test_float32_under_bf16_autocast(kind, backend):
-    fe = build_frontend(_small(kind, backend), 8000)
+    fe = FrontendSettings.of(_small(kind, backend)).build(8000)
     x = torch.from_numpy(np.stack([_signal(8000, 2000, s) for s in range(2)]))
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
         out = fe(x)
@@ -297,7 +297,7 @@ def test_float32_under_bf16_autocast(kind, backend):
 
 @pytest.mark.parametrize("kind,backend", ALL_KINDS)
 def test_batch_equals_single_calls(kind, backend):
-    fe = build_frontend(_small(kind, backend), 8000)
+    fe = FrontendSettings.of(_small(kind, backend)).build(8000)
     x = torch.from_numpy(np.stack([_signal(8000, 2500, s) for s in range(3)]))
     batch = fe(x)
     assert batch.shape == (3, fe.n_features, fe.num_frames(2500))
@@ -306,7 +306,7 @@ def test_batch_equals_single_calls(kind, backend):
 
 
 def test_rejects_non_2d_input():
-    fe = build_frontend(_small("logmel", "torch"), 8000)
+    fe = FrontendSettings.of(_small("logmel", "torch")).build(8000)
     with pytest.raises(ValueError, match=r"\(batch, time\)"):
         fe(torch.zeros(1, 1, 1000))
 
@@ -319,7 +319,7 @@ def test_cqt_pure_tone_peaks_at_its_bin():
     sr, f_min, bpo = 16000, 55.0, 12
     cfg = FrontendConfig(kind="cqt", backend="nnaudio", f_min=f_min, n_bins=72, bins_per_octave=bpo,
                          hop_length=256, log="db")
-    fe = build_frontend(cfg, sr)
+    fe = FrontendSettings.of(cfg).build(sr)
     t = np.arange(sr) / sr
     tones = [(k, np.sin(2 * np.pi * f_min * 2 ** (k / bpo) * t).astype(np.float32)) for k in (9, 30, 57)]
     out = fe(torch.from_numpy(np.stack([y for _, y in tones])))
@@ -332,7 +332,7 @@ def test_cqt_pure_tone_peaks_at_its_bin():
 
 
 def test_cqt_uses_c1_when_f_min_is_zero():
-    fe = build_frontend(FrontendConfig(kind="cqt", backend="nnaudio", n_bins=24), 8000)
+    fe = FrontendSettings.of(FrontendConfig(kind="cqt", backend="nnaudio", n_bins=24)).build(8000)
     assert fe.f_min == pytest.approx(librosa.note_to_hz("C1"))
 
 
@@ -355,7 +355,7 @@ def test_cqt_uses_c1_when_f_min_is_zero():
 def test_invalid_settings_name_the_key(changes, message):
     cfg = dataclasses.replace(FrontendConfig(), **changes)
     with pytest.raises(ValueError, match=message.replace(".", r"\.")):
-        build_frontend(cfg, 16000)
+        FrontendSettings.of(cfg).build(16000)
 
 
 def _torchaudio_error() -> str:
@@ -371,7 +371,7 @@ def _torchaudio_error() -> str:
 def test_torchaudio_backend_matches_librosa(kind):
     sr = 16000
     cfg = FrontendConfig(kind=kind, backend="torchaudio", n_fft=512, hop_length=128, n_mels=40)
-    fe = build_frontend(cfg, sr)
+    fe = FrontendSettings.of(cfg).build(sr)
     assert fe.state_dict() == {}
     y = _signal(sr, sr)
     if kind == "stft":
@@ -384,7 +384,7 @@ def test_torchaudio_backend_matches_librosa(kind):
 @pytest.mark.skipif(not _torchaudio_error(), reason="torchaudio imports here")
 def test_torchaudio_backend_missing_says_what_to_do():
     with pytest.raises(ImportError, match="frontend.backend=torch"):
-        build_frontend(FrontendConfig(backend="torchaudio"), 16000)
+        FrontendSettings.of(FrontendConfig(backend="torchaudio")).build(16000)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -436,15 +436,15 @@ def test_spec_augment_only_in_training():
     assert any(not torch.equal(zero[0], zero[i]) for i in range(1, 4))  # independent per example
 
 
-def test_mixup_batch():
+def test_mixup_draw_and_mix():
     x = torch.eye(6).reshape(6, 6, 1)  # one-hot rows reveal the partner of each example
-    y = torch.arange(6)
-    gen = torch.Generator().manual_seed(1)
-    xm, y_a, y_b, lam = mixup_batch(x, y, alpha=0.4, generator=gen)
-    assert 0.0 <= lam <= 1.0 and torch.equal(y_a, y)
-    perm = y_b
-    assert sorted(perm.tolist()) == list(range(6))
-    torch.testing.assert_close(xm, lam * x + (1 - lam) * x[perm])
-    again = mixup_batch(x, y, alpha=0.4, generator=torch.Generator().manual_seed(1))
-    assert again[3] == lam and torch.equal(again[2], y_b)
-    assert mixup_batch(x, y, alpha=0.0)[3] == 1.0
+    np.random.seed(1)
+    torch.manual_seed(1)
+    perm, lam = draw_mixup(6, alpha=0.4)
+    assert 0.0 <= lam <= 1.0 and sorted(perm.tolist()) == list(range(6))
+    torch.testing.assert_close(mix(x, (perm, lam)), lam * x + (1 - lam) * x[perm])
+    np.random.seed(1)
+    torch.manual_seed(1)
+    again = draw_mixup(6, alpha=0.4)  # the engine's seeded global RNGs give the same draw on resume
+    assert again[1] == lam and torch.equal(again[0], perm)
+    assert draw_mixup(6, alpha=0.0) is None and mix(x, None) is x

@@ -14,7 +14,7 @@ import torch
 import audiocnn.hear as hear
 from audiocnn.config import load_config
 from audiocnn.embed import Embedder, load_embedder
-from audiocnn.engine import train
+from audiocnn.pipelines import train
 from audiocnn.audio.sinc import SincResampler
 from audiocnn.hear.api import HearError, HearModel
 from audiocnn.models import create_model

@@ -17,7 +17,7 @@ from audiocnn.data.images import (
     IDX_IMAGES, IDX_LABELS, ImageDataset, ImageError, ImageStore, build_image_loaders, build_image_splits,
     decode_image, read_idx,
 )
-from audiocnn.engine import train
+from audiocnn.pipelines import train
 from audiocnn.features.image import ChannelNorm, ImageAugment, invert
 from layouts import idx_bytes, images, mnist
 
@@ -217,8 +217,9 @@ def test_tiny_mnist_run_through_the_engine(tmp_path):
 
 
 def test_normaliser_sees_plain_and_inverted_training_images(tmp_path):
-    from audiocnn.engine.loop import fit_normalizer, load_data
-    from audiocnn.models.classifier import build_classifier
+    from audiocnn.engine.loop import fit_normalizer
+    from audiocnn.runs import load_data
+    from audiocnn.build import build_classifier
 
     mnist(tmp_path / "mnist", n_train=5, n_test=1)
     cfg = load_config(ROOT / "recipes" / "mnist_inverted.yaml", [f"data.root={tmp_path / 'mnist'}"])
@@ -232,7 +233,7 @@ def test_normaliser_sees_plain_and_inverted_training_images(tmp_path):
 
 
 def test_modality_options_do_not_mix(tmp_path):
-    from audiocnn.models.classifier import build_classifier
+    from audiocnn.build import build_classifier
 
     cfg = load_config(ROOT / "recipes" / "quickstart.yaml", ["augment.rotation=10"])
     with pytest.raises(ConfigError, match="augment.rotation"):
@@ -249,7 +250,7 @@ def test_modality_options_do_not_mix(tmp_path):
     assert model.input_shape == (3, 150, 150) and model(x).shape == (2, 1) and model.embed(x).shape == (2, 64)
     assert sum(p.numel() for p in model.parameters()) == 896 + 18_496 + 73_856 + 36_992 * 64 + 64 + 65   # Keras model.summary()
 
-    from audiocnn.engine.loop import load_data
+    from audiocnn.runs import load_data
     cfg = load_config(ROOT / "recipes" / "mnist_lenet.yaml", ["frontend.kind=logmel", "frontend.normalize=per_frequency"])
     with pytest.raises(DataError, match="frontend.kind: image"):
         load_data(cfg)

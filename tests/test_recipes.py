@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from audiocnn.config import load_config
-from audiocnn.engine import train
+from audiocnn.pipelines import train
 from layouts import LAYOUTS
 
 ROOT = Path(__file__).resolve().parents[1]

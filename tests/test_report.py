@@ -119,12 +119,12 @@ def test_report_content(run):
 
 
 def test_report_without_data_keeps_the_rest(run, tmp_path, monkeypatch):
-    import audiocnn.engine.loop as loop
+    import audiocnn.evaluation.report as report
 
     def missing(*_args, **_kwargs):
         raise FileNotFoundError("data/synthetic is gone")
 
-    monkeypatch.setattr(loop, "load_data", missing)
+    monkeypatch.setattr(report, "load_data", missing)
     out = write_report(run[0], out=tmp_path / "page.html")
     text = out.read_text()
     assert "could not be loaded" in text and "data/synthetic is gone" in text

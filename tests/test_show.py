@@ -11,9 +11,9 @@ import torch
 
 from audiocnn.cli import main
 from audiocnn.config import load_config
-from audiocnn.evaluation.plots import signal_figure
+from audiocnn.plots import signal_figure
 from audiocnn.evaluation.show import load_for_show
-from audiocnn.features import build_frontend
+from audiocnn.features import FrontendSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "quickstart.yaml"
@@ -63,9 +63,9 @@ def test_panels_are_the_frontend_outputs(clip):
     fig, arrays = signal_figure(wave, sr, cfg.frontend)
     x = torch.from_numpy(wave)[None]
     with torch.no_grad():
-        mel = build_frontend(cfg.frontend, sr)(x)[0].numpy()  # the recipe's own kind: logmel in dB
-        mfcc = build_frontend(dataclasses.replace(cfg.frontend, kind="mfcc"), sr)(x)[0].numpy()
-        power = build_frontend(dataclasses.replace(cfg.frontend, kind="stft"), sr)(x)[0].numpy()
+        mel = FrontendSettings.of(cfg.frontend).build(sr)(x)[0].numpy()  # the recipe's own kind: logmel in dB
+        mfcc = FrontendSettings.of(dataclasses.replace(cfg.frontend, kind="mfcc")).build(sr)(x)[0].numpy()
+        power = FrontendSettings.of(dataclasses.replace(cfg.frontend, kind="stft")).build(sr)(x)[0].numpy()
 
     # the arrays returned and the arrays inside the drawn meshes are the front-end's, bit for bit
     np.testing.assert_array_equal(arrays["mel"], mel)

@@ -5,7 +5,7 @@ from torch.nn.utils import parametrize
 
 from audiocnn.config import config_from_dict
 from audiocnn.models import create_model
-from audiocnn.models.classifier import build_classifier
+from audiocnn.build import build_classifier
 from audiocnn.models.temporal import TemporalBlock
 
 # Small configurations with their analytical receptive fields.

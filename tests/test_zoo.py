@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from audiocnn.engine.checkpoint import FORMAT
+from audiocnn.core.checkpoint import FORMAT
 from audiocnn.models import create_model
 from audiocnn.models.blocks import InvertedResidual
 from audiocnn.models.image_cnns import IMAGE_MODELS

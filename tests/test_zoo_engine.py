@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from audiocnn.config import load_config
-from audiocnn.engine import train
-from audiocnn.engine.checkpoint import load_checkpoint
+from audiocnn.pipelines import train
+from audiocnn.core.checkpoint import load_checkpoint
 from audiocnn.models import list_models
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,19 +21,22 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from audiocnn.core.errors import AudiocnnError
+
 __all__ = ["AUDIO_EXTENSIONS", "MAX_CHANNELS", "AudioError", "load_audio", "resample"]
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au")
+"""The one list of audio file extensions: dataset folders, ``predict``, ``embed`` and ``hear`` read these."""
 """File name endings the dataset builders treat as audio."""
 
 MAX_CHANNELS = 64
 """More channels than this is almost always a ``(channels, time)`` array saved as ``(time, channels)``."""
 
 # MP3 frame counts come from the Xing/LAME header (or an estimate) and may be a little off.
-_MP3_LENGTH_TOLERANCE = 0.05
+MP3_LENGTH_TOLERANCE = 0.05
 
 
-class AudioError(Exception):
+class AudioError(AudiocnnError):
     """An audio file cannot be used. ``str(e) == f"{path}: {reason}"``.
 
     Attributes:
@@ -176,7 +179,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None, *, min_d
         frames, sr, fmt = f.frames, f.samplerate, f.format
         data = f.read(dtype="float32", always_2d=True)
     got = data.shape[0]
-    tolerance = _MP3_LENGTH_TOLERANCE * frames if fmt == "MP3" else 0
+    tolerance = MP3_LENGTH_TOLERANCE * frames if fmt == "MP3" else 0
     if got < frames - tolerance:
         raise AudioError(path, f"truncated or corrupt: the header declares {frames} frames but only {got} "
                                "could be decoded; re-download or re-export it")

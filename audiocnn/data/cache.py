@@ -30,7 +30,8 @@ import numpy as np
 
 from audiocnn.audio.io import AudioError, load_audio
 from audiocnn.data.splits import DataError, Example, Splits
-from audiocnn.utils import atomic_write, show_progress
+from audiocnn.core.io import atomic_write
+from audiocnn.core.runtime import show_progress
 
 __all__ = ["AudioCache", "prepare", "prepare_splits"]
 

@@ -33,16 +33,38 @@ from typing import Any, Callable, Iterable
 
 from audiocnn.audio.io import AUDIO_EXTENSIONS, AudioError, load_audio
 from audiocnn.data import synthetic as synth
-from audiocnn.data.loader import TASKS, encode_target
 from audiocnn.data.splits import DataError, Example, Splits, group_split, holdout_fractions, holdout_split
-from audiocnn.registry import Registry
+from audiocnn.core.registry import Registry
+from audiocnn.tasks import FALSE_STRINGS, TASKS, TRUE_STRINGS, get_task
 
-__all__ = ["DATASETS", "RAVDESS_EMOTIONS", "build_splits", "default_root"]
+__all__ = ["DATASETS", "RAVDESS_EMOTIONS", "build_splits", "dataset_modality", "default_root", "register_dataset"]
 
-DATASETS: Registry[Callable[[Any], Splits]] = Registry("dataset")
+DATASETS: Registry[Callable[[Any], Any]] = Registry("dataset")
+"""Every dataset, audio and image: name -> builder(cfg: DataConfig). Each builder's ``modality`` attribute
+(``audio`` or ``image``) says which input pipeline reads it (:mod:`audiocnn.modalities`)."""
+
+
+def register_dataset(name: str, *, modality: str = "audio", num_labels: int | None = None
+                     ) -> Callable[[Callable], Callable]:
+    """Register a dataset builder under ``name``, declaring its modality and, for a fixed label set, its size
+    (so ``audiocnn summary`` needs no data on disk)."""
+
+    def deco(fn: Callable) -> Callable:
+        fn.modality = modality
+        fn.num_labels = num_labels
+        return DATASETS.register(name)(fn)
+
+    return deco
+
+
+def dataset_modality(name: str) -> str:
+    """``audio`` or ``image``: the modality a registered dataset declares; an unknown name is a DataError."""
+    try:
+        return DATASETS.get(name).modality
+    except KeyError as e:
+        raise DataError(f"data.name: {e}") from None
 """name -> builder(cfg: DataConfig) -> Splits."""
 
-_EXTS = AUDIO_EXTENSIONS + (".au",)  # GTZAN's original tarball ships .au
 _DOWNLOADABLE = ("fsdd", "esc10", "esc50", "ravdess", "gtzan", "speech_commands")
 
 
@@ -64,7 +86,7 @@ def _root(cfg: Any, layout: str) -> Path:
 
 def _audio_files(folder: Path, *, recursive: bool = False) -> list[Path]:
     it = folder.rglob("*") if recursive else folder.iterdir()
-    return sorted(p for p in it if p.suffix.lower() in _EXTS and p.is_file() and not p.name.startswith("."))
+    return sorted(p for p in it if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file() and not p.name.startswith("."))
 
 
 def _check_task(cfg: Any, allowed: Iterable[str]) -> None:
@@ -93,12 +115,11 @@ def build_splits(cfg: Any) -> Splits:
         DataError: unknown dataset, missing folder (saying where to put it and naming
             ``audiocnn data download NAME``), a layout that does not match, an empty training split.
     """
-    try:
-        builder = DATASETS.get(cfg.name)
-    except KeyError as e:
-        raise DataError(f"data.name: {e.args[0]}") from None
+    if dataset_modality(cfg.name) != "audio":
+        raise DataError(f"data.name={cfg.name!r} is an image dataset; set frontend.kind: image")
+    builder = DATASETS.get(cfg.name)
     if cfg.task not in TASKS:
-        raise DataError(f"data.task={cfg.task!r} must be one of {', '.join(TASKS)}")
+        raise DataError(f"data.task={cfg.task!r} must be one of {', '.join(TASKS.names())}")
     splits = builder(cfg)
     if splits.task != cfg.task:
         raise DataError(f"dataset {cfg.name!r} is a {splits.task} task but data.task={cfg.task!r}; "
@@ -113,7 +134,7 @@ def build_splits(cfg: Any) -> Splits:
 # synthetic, folder
 
 
-@DATASETS.register("synthetic")
+@register_dataset("synthetic")
 def synthetic(cfg: Any) -> Splits:
     """Sweeps with the same average spectrum (see ``audiocnn.data.synthetic``), generated once."""
     _check_task(cfg, ["multiclass"])
@@ -135,7 +156,7 @@ def synthetic(cfg: Any) -> Splits:
     return Splits("multiclass", labels, **parts)
 
 
-@DATASETS.register("folder")
+@register_dataset("folder")
 def folder(cfg: Any) -> Splits:
     """``root/<class>/...audio`` (any depth below the class folder); stratified split."""
     _check_task(cfg, ["multiclass", "binary"])
@@ -160,8 +181,6 @@ def folder(cfg: Any) -> Splits:
 
 _SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                 "dev": "val", "test": "test", "testing": "test", "eval": "test"}
-_TRUE = {"1", "true", "yes", "y", "t", "1.0"}
-_FALSE = {"0", "false", "no", "n", "f", "0.0", ""}
 
 
 def _fold_split(examples: list[Example], *, test_fold: Any, val_fold: Any, where: str):
@@ -194,7 +213,7 @@ def _fold_str(value: str) -> str:
         return value.strip()
 
 
-@DATASETS.register("manifest")
+@register_dataset("manifest")
 def manifest(cfg: Any) -> Splits:
     """A CSV with ``path`` (relative to the CSV's folder), label columns and optional
     ``split``/``fold``/``group``.
@@ -242,9 +261,9 @@ def manifest(cfg: Any) -> Splits:
             if len(labels) > 2:
                 raise DataError(f"{path}: data.task=binary but column {col!r} has {len(labels)} values {labels[:10]}")
             low = [v.lower() for v in labels]
-            if set(low) <= _TRUE | _FALSE:
-                neg = next((v for v in labels if v.lower() in _FALSE), "0")
-                pos = next((v for v in labels if v.lower() in _TRUE), "1")
+            if set(low) <= TRUE_STRINGS | FALSE_STRINGS:
+                neg = next((v for v in labels if v.lower() in FALSE_STRINGS), "0")
+                pos = next((v for v in labels if v.lower() in TRUE_STRINGS), "1")
                 labels = [neg, pos]
             elif len(labels) != 2:
                 raise DataError(f"{path}: data.task=binary needs two values in column {col!r}, found {labels}")
@@ -258,11 +277,11 @@ def manifest(cfg: Any) -> Splits:
             labels = label_cols
             raws = []
             for i, r in enumerate(rows):
-                bad = [c for c in label_cols if r[c].lower() not in _TRUE | _FALSE]
+                bad = [c for c in label_cols if r[c].lower() not in TRUE_STRINGS | FALSE_STRINGS]
                 if bad:
                     raise DataError(f"{path}, line {i + 2}: multilabel column {bad[0]!r} holds {r[bad[0]]!r}; "
                                     "use 0/1 (or one column with ';'-separated labels)")
-                raws.append([c for c in label_cols if r[c].lower() in _TRUE])
+                raws.append([c for c in label_cols if r[c].lower() in TRUE_STRINGS])
     else:
         labels = label_cols
         raws = [[r[c] for c in label_cols] for r in rows]
@@ -277,7 +296,7 @@ def manifest(cfg: Any) -> Splits:
         if not r["path"]:
             raise DataError(f"{path}, line {i + 2}: empty 'path'")
         try:
-            target = encode_target(task, labels, raw)
+            target = get_task(task).encode(labels, raw)
         except ValueError as e:
             raise DataError(f"{path}, line {i + 2}: {e}") from None
         meta = {k: v for k, v in r.items() if k not in ("path", "group")}
@@ -314,7 +333,7 @@ def manifest(cfg: Any) -> Splits:
 _FSDD = re.compile(r"^(\d)_(.+)_(\d+)$")
 
 
-@DATASETS.register("fsdd")
+@register_dataset("fsdd", num_labels=10)
 def fsdd(cfg: Any) -> Splits:
     """Free Spoken Digit Dataset.
 
@@ -393,14 +412,14 @@ def _esc(cfg: Any, subset: str) -> Splits:
     return Splits("multiclass", labels, train, val, test)
 
 
-@DATASETS.register("esc10")
+@register_dataset("esc10", num_labels=10)
 def esc10(cfg: Any) -> Splits:
     """ESC-10 (400 clips, 10 classes, 5 folds): fold ``test_fold`` (default 1) test, ``val_fold``
     (default ``test_fold % 5 + 1``) val, the other three train."""
     return _esc(cfg, "esc10")
 
 
-@DATASETS.register("esc50")
+@register_dataset("esc50", num_labels=50)
 def esc50(cfg: Any) -> Splits:
     """ESC-50 (2000 clips, 50 classes, 5 folds); folds as for esc10."""
     return _esc(cfg, "esc50")
@@ -421,7 +440,7 @@ def _actor(value: Any) -> str:
     return f"Actor_{int(m.group(1)):02d}"
 
 
-@DATASETS.register("ravdess")
+@register_dataset("ravdess", num_labels=8)
 def ravdess(cfg: Any) -> Splits:
     """RAVDESS emotional speech: 8 emotions from the EE field; group = actor.
 
@@ -474,7 +493,7 @@ GTZAN_BROKEN = "jazz.00054"
 """The GTZAN clip that no decoder reads; reported and skipped."""
 
 
-@DATASETS.register("gtzan")
+@register_dataset("gtzan", num_labels=10)
 def gtzan(cfg: Any) -> Splits:
     """GTZAN genres (10 x 100 clips of 30 s); stratified ``test_fraction``/``val_fraction``.
 
@@ -512,7 +531,7 @@ def gtzan(cfg: Any) -> Splits:
 # Speech Commands
 
 
-@DATASETS.register("speech_commands")
+@register_dataset("speech_commands", num_labels=35)
 def speech_commands(cfg: Any) -> Splits:
     """Google Speech Commands (v1 or v2): every word folder is a class; the official
     ``validation_list.txt``/``testing_list.txt`` give val/test; ``_background_noise_`` is left

@@ -35,7 +35,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from audiocnn.utils import atomic_write_text, show_progress
+from audiocnn.core.io import atomic_write_text
+from audiocnn.core.errors import ConfigError, DownloadError
+from audiocnn.core.runtime import show_progress
 
 __all__ = ["DownloadError", "Remote", "Source", "SOURCES", "download", "fetch", "safe_extract"]
 
@@ -49,10 +51,6 @@ _TRANSFER_ATTEMPTS = 4
 _RETRY_DELAY = 1.0  # seconds, times the attempt number
 _CHUNK = 1 << 20
 _USER_AGENT = "audiocnn-download/0.1 (python-urllib)"
-
-
-class DownloadError(RuntimeError):
-    """A dataset could not be downloaded, verified or unpacked; the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -260,7 +258,7 @@ def _source(name: str) -> Source:
     except KeyError:
         close = difflib.get_close_matches(name, SOURCES, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(SOURCES)}{hint}") from None
+        raise ConfigError(f"unknown dataset {name!r}: choose one of {', '.join(SOURCES)}{hint}") from None
 
 
 def _missing(folder: Path, layout: tuple[str, ...]) -> list[str]:

@@ -31,20 +31,21 @@ import threading
 import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from audiocnn.data.loader import Batch, make_loader, target_tensor
+from audiocnn.core.errors import AudiocnnError
+from audiocnn.data.loader import Batch, make_loader
 from audiocnn.data.splits import DataError, Example, Splits, holdout_fractions, stratified_split
-from audiocnn.registry import Registry
+from audiocnn.data.datasets import DATASETS, dataset_modality, register_dataset
+from audiocnn.tasks import get_task
 
 __all__ = [
-    "IMAGE_DATASETS", "IMAGE_EXTENSIONS", "IDX_IMAGES", "IDX_LABELS", "ImageDataset", "ImageError", "ImageSplits",
+    "IMAGE_EXTENSIONS", "IDX_IMAGES", "IDX_LABELS", "ImageDataset", "ImageError",
     "ImageStore", "build_image_loaders", "build_image_splits", "decode_image", "image_collate", "image_shape",
     "read_idx",
 ]
@@ -55,15 +56,13 @@ IDX_IMAGES = 2051
 IDX_LABELS = 2049
 """Magic number of an IDX file of unsigned bytes with 1 dimension (0x00000801): MNIST labels."""
 
-IMAGE_DATASETS: Registry[Callable[[Any], "tuple[ImageSplits, ImageStore]"]] = Registry("image dataset")
-"""name -> builder(cfg: DataConfig) -> (ImageSplits, ImageStore)."""
 
 EXTRA_TESTS = ("test_inverted",)
 
 _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
-class ImageError(Exception):
+class ImageError(AudiocnnError):
     """An image file cannot be used; ``reason`` says why."""
 
     def __init__(self, path: str | os.PathLike, reason: str):
@@ -291,16 +290,6 @@ class ImageStore:
 # Splits
 
 
-@dataclass
-class ImageSplits(Splits):
-    """:class:`Splits` plus named extra test sets (``test_inverted``), evaluated after training."""
-
-    extra: dict[str, list[Example]] = field(default_factory=dict)
-
-    def parts(self) -> dict[str, list[Example]]:
-        return {**super().parts(), **self.extra}
-
-
 def image_shape(cfg: Any) -> tuple[int, int, int]:
     """``(channels, height, width)`` of the images a ``DataConfig`` yields (and a model is built for).
 
@@ -308,9 +297,10 @@ def image_shape(cfg: Any) -> tuple[int, int, int]:
         DataError: an unknown image dataset, a bad ``data.image_size``/``data.channels``, or an image folder
             without ``data.image_size``.
     """
-    if cfg.name not in IMAGE_DATASETS:
+    if dataset_modality(cfg.name) != "image":
+        image = [n for n in DATASETS.names() if dataset_modality(n) == "image"]
         raise DataError(f"data.name={cfg.name!r} is not an image dataset (frontend.kind: image); "
-                        f"use one of {', '.join(IMAGE_DATASETS.names())}")
+                        f"use one of {', '.join(image)}")
     channels = cfg.channels or (1 if cfg.name == "mnist" else 3)
     size = list(cfg.image_size) or ([28, 28] if cfg.name == "mnist" else [])
     if not size:
@@ -328,7 +318,7 @@ def _inverted(examples: Sequence[Example]) -> list[Example]:
     return [Example(ex.path, ex.target, ex.group, {**ex.meta, "invert": True}) for ex in examples]
 
 
-def build_image_splits(cfg: Any) -> tuple[ImageSplits, ImageStore]:
+def build_image_splits(cfg: Any) -> tuple[Splits, ImageStore]:
     """Splits of the image dataset ``cfg.name`` and the store its examples are read from.
 
     Every image file is decoded here (bad files stop the run before a run folder exists, or are skipped with
@@ -337,10 +327,8 @@ def build_image_splits(cfg: Any) -> tuple[ImageSplits, ImageStore]:
     Raises:
         DataError: unknown dataset or extra test, missing or corrupt files, a task the dataset cannot do.
     """
-    try:
-        builder = IMAGE_DATASETS.get(cfg.name)
-    except KeyError as e:
-        raise DataError(f"data.name: {e.args[0]}") from None
+    image_shape(cfg)  # an audio or unknown dataset fails here, naming the image ones
+    builder = DATASETS.get(cfg.name)
     unknown = [t for t in cfg.extra_tests if t not in EXTRA_TESTS]
     if unknown:
         raise DataError(f"data.extra_tests: unknown test set(s) {unknown}; available: {', '.join(EXTRA_TESTS)}")
@@ -380,8 +368,8 @@ def _mnist_file(root: Path, stem: str) -> Path:
                     "or set data.root to the folder that holds them")
 
 
-@IMAGE_DATASETS.register("mnist")
-def mnist(cfg: Any) -> tuple[ImageSplits, ImageStore]:
+@register_dataset("mnist", modality="image", num_labels=10)
+def mnist(cfg: Any) -> tuple[Splits, ImageStore]:
     """The official 60,000 training and 10,000 test digits; ``val_fraction`` of training validates."""
     if cfg.task != "multiclass":
         raise DataError(f"data.task={cfg.task!r} is not available for dataset 'mnist'; use 'multiclass'")
@@ -405,7 +393,7 @@ def mnist(cfg: Any) -> tuple[ImageSplits, ImageStore]:
     if not 0.0 <= cfg.val_fraction < 1.0:
         raise DataError(f"data.val_fraction={cfg.val_fraction} must be in [0, 1)")
     train, val = stratified_split(parts["train"], (1.0 - cfg.val_fraction, cfg.val_fraction), cfg.split_seed)
-    return ImageSplits("multiclass", labels, train, val, parts["test"]), store
+    return Splits("multiclass", labels, train, val, parts["test"]), store
 
 
 _SPLIT_DIRS = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
@@ -422,8 +410,8 @@ def _class_files(folder: Path) -> dict[str, list[Path]]:
     return {k: v for k, v in classes.items() if v}
 
 
-@IMAGE_DATASETS.register("imagefolder")
-def imagefolder(cfg: Any) -> tuple[ImageSplits, ImageStore]:
+@register_dataset("imagefolder", modality="image")
+def imagefolder(cfg: Any) -> tuple[Splits, ImageStore]:
     """One subfolder per class, flat or under ``train/`` (``val/``, ``test/``); decoded with Pillow."""
     if cfg.task not in ("multiclass", "binary"):
         raise DataError(f"data.task={cfg.task!r} is not available for dataset 'imagefolder'; use 'multiclass' or 'binary'")
@@ -464,7 +452,7 @@ def imagefolder(cfg: Any) -> tuple[ImageSplits, ImageStore]:
             val, test = val or val_c, test or test_c
     store = ImageStore(size=(height, width), channels=channels)
     parts = store.prepare({"train": train, "val": val, "test": test}, on_error=cfg.on_error)
-    return ImageSplits(cfg.task, labels, **parts), store
+    return Splits(cfg.task, labels, **parts), store
 
 
 # ---------------------------------------------------------------------------------------------
@@ -485,7 +473,7 @@ class ImageDataset(Dataset):
         self.store = store
         self.task = task
         self.epoch = 0
-        targets = [target_tensor(task, ex.target) for ex in self.examples]
+        targets = [get_task(task).target_tensor(ex.target) for ex in self.examples]
         self.targets = torch.stack(targets) if targets else torch.zeros(0)
         self.invert = np.array([bool(ex.meta.get("invert")) for ex in self.examples], dtype=bool)
         refs = [store.array_row(ex.path) for ex in self.examples]
@@ -525,7 +513,7 @@ def image_collate(batch: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> Batch:
     return Batch(images, targets, torch.arange(len(images), dtype=torch.int64))
 
 
-def build_image_loaders(cfg: Any, splits: ImageSplits, store: ImageStore, *, seed: int) -> dict[str, DataLoader]:
+def build_image_loaders(cfg: Any, splits: Splits, store: ImageStore, *, seed: int) -> dict[str, DataLoader]:
     """DataLoaders for the non-empty parts (extra test sets included).
 
     ``train`` is shuffled with (seed, epoch) and drops its last partial batch when it has more than one;

@@ -21,73 +21,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from audiocnn.audio.crop import fix_length, sliding_windows
 from audiocnn.data.cache import AudioCache, prepare_splits
 from audiocnn.data.splits import DataError, Example, Splits
+from audiocnn.tasks import get_task
 
-__all__ = ["AudioDataset", "Batch", "EpochShuffleSampler", "build_loaders", "collate", "encode_target", "target_tensor"]
-
-TASKS = ("multiclass", "binary", "multilabel", "regression")
-_TRUE = {"1", "true", "yes", "y", "t", "1.0"}
-_FALSE = {"0", "false", "no", "n", "f", "0.0", ""}
-
-
-def encode_target(task: str, labels: Sequence[str], raw: Any) -> Any:
-    """A raw label to the plain-Python target stored in :class:`Example`.
-
-    Args:
-        task: ``multiclass``, ``binary``, ``multilabel`` or ``regression``.
-        labels: class names (binary: ``[negative, positive]``; regression: target names).
-        raw: multiclass/binary: a label name (or its index); multilabel: an iterable of label
-            names, or a multi-hot sequence of ``len(labels)`` 0/1 values; regression: numbers.
-
-    Returns:
-        multiclass: ``int`` index; binary: ``0``/``1``; multilabel: multi-hot ``tuple[int, ...]``;
-        regression: ``tuple[float, ...]`` of ``len(labels)``.
-
-    Raises:
-        ValueError: an unknown label or a value of the wrong kind, naming it.
-    """
-    labels = list(labels)
-    if task in ("multiclass", "binary"):
-        if isinstance(raw, (int, np.integer)) and not isinstance(raw, bool) and 0 <= raw < len(labels):
-            return int(raw)
-        if str(raw) in labels:
-            return labels.index(str(raw))
-        raise ValueError(f"label {raw!r} is not one of {labels}")
-    if task == "multilabel":
-        values = list(raw)
-        if len(values) == len(labels) and all(str(v).strip().lower() in _TRUE | _FALSE for v in values) \
-                and not set(map(str, values)) <= set(labels):
-            return tuple(int(str(v).strip().lower() in _TRUE) for v in values)
-        hot = [0] * len(labels)
-        for name in values:
-            if str(name) not in labels:
-                raise ValueError(f"label {name!r} is not one of {labels}")
-            hot[labels.index(str(name))] = 1
-        return tuple(hot)
-    if task == "regression":
-        values = [raw] if np.isscalar(raw) else list(raw)
-        if len(values) != len(labels):
-            raise ValueError(f"expected {len(labels)} regression targets ({labels}), got {values!r}")
-        try:
-            out = tuple(float(v) for v in values)
-        except (TypeError, ValueError):
-            raise ValueError(f"regression targets must be numbers, got {values!r}") from None
-        if not all(np.isfinite(out)):
-            raise ValueError(f"regression targets must be finite, got {values!r}")
-        return out
-    raise ValueError(f"task {task!r} is not one of {', '.join(TASKS)}")
-
-
-def target_tensor(task: str, target: Any) -> torch.Tensor:
-    """An encoded target as a tensor: multiclass ``()`` int64; binary ``()`` float32;
-    multilabel ``(n_labels,)`` float32; regression ``(n_targets,)`` float32."""
-    if task == "multiclass":
-        return torch.tensor(int(target), dtype=torch.int64)
-    if task == "binary":
-        return torch.tensor(float(target), dtype=torch.float32)
-    if task in ("multilabel", "regression"):
-        return torch.tensor(np.asarray(target, dtype=np.float32).reshape(-1))
-    raise ValueError(f"task {task!r} is not one of {', '.join(TASKS)}")
-
+__all__ = ["AudioDataset", "Batch", "EpochShuffleSampler", "build_loaders", "collate"]
 
 class AudioDataset(Dataset):
     """Clips from a cache, cut to ``num_samples``.
@@ -95,7 +31,7 @@ class AudioDataset(Dataset):
     Args:
         examples: the clips (decode them first with ``prepare``).
         cache: an :class:`AudioCache` at the model's sample rate.
-        task: how targets are turned into tensors (see :func:`target_tensor`).
+        task: how targets are turned into tensors (:meth:`audiocnn.tasks.Task.target_tensor`).
         num_samples: crop length.
         mode: ``train``: a random crop, reproducible from (seed, epoch, index); ``center``: the
             centre crop (shorter clips centred in zeros); ``windows``: all sliding windows.
@@ -120,13 +56,12 @@ class AudioDataset(Dataset):
     ):
         if mode not in ("train", "center", "windows"):
             raise ValueError(f"mode must be 'train', 'center' or 'windows', got {mode!r}")
-        if task not in TASKS:
-            raise ValueError(f"task {task!r} is not one of {', '.join(TASKS)}")
         if num_samples <= 0:
             raise ValueError(f"num_samples must be positive, got {num_samples}")
         self.examples = list(examples)
         self.cache = cache
         self.task = task
+        self._task = get_task(task)  # an unknown task fails here, naming the choices
         self.num_samples = int(num_samples)
         self.mode = mode
         self.hop_samples = int(hop_samples or num_samples)
@@ -152,7 +87,7 @@ class AudioDataset(Dataset):
             cut = fix_length(wave, self.num_samples, mode="center")
         else:
             cut = sliding_windows(wave, self.num_samples, self.hop_samples)
-        return torch.from_numpy(cut), target_tensor(self.task, ex.target)
+        return torch.from_numpy(cut), self._task.target_tensor(ex.target)
 
 
 class EpochShuffleSampler(Sampler):

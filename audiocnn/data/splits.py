@@ -12,11 +12,9 @@ from typing import Any, Callable, Hashable, Sequence
 
 import numpy as np
 
+from audiocnn.core.errors import ConfigError, DataError
+
 __all__ = ["DataError", "Example", "Splits", "group_split", "holdout_fractions", "holdout_split", "stratified_split"]
-
-
-class DataError(Exception):
-    """A dataset cannot be used as configured; the message says where and what to do."""
 
 
 @dataclass
@@ -25,7 +23,7 @@ class Example:
 
     Attributes:
         path: the audio file.
-        target: already encoded (see ``audiocnn.data.loader.encode_target``): multiclass: class
+        target: already encoded (see :meth:`audiocnn.tasks.Task.encode`): multiclass: class
             index ``int``; binary: ``0``/``1``; multilabel: multi-hot ``tuple[int, ...]`` of
             ``len(labels)``; regression: ``tuple[float, ...]``.
         group: who or what must not cross splits (speaker, actor, recording); ``""`` if none.
@@ -49,15 +47,17 @@ class Splits:
     test: list[Example]
     checked: bool = field(default=False, compare=False, repr=False)
     """Every file was decoded and checked by :func:`~audiocnn.data.cache.prepare_splits` (so it is not done twice)."""
+    extra: dict[str, list[Example]] = field(default_factory=dict)
+    """Named extra test sets (``data.extra_tests``, e.g. ``test_inverted``), each evaluated after training."""
 
     def parts(self) -> dict[str, list[Example]]:
-        return {"train": self.train, "val": self.val, "test": self.test}
+        return {"train": self.train, "val": self.val, "test": self.test, **self.extra}
 
 
 def _check_fractions(fractions: Sequence[float]) -> np.ndarray:
     f = np.asarray(fractions, dtype=float)
     if f.ndim != 1 or len(f) == 0 or (f < 0).any() or not np.isclose(f.sum(), 1.0):
-        raise ValueError(f"fractions must be non-negative and sum to 1, got {list(fractions)}")
+        raise ConfigError(f"fractions must be non-negative and sum to 1, got {list(fractions)}")
     return f
 
 

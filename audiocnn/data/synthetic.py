@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from audiocnn.utils import atomic_write, atomic_write_text
+from audiocnn.core.errors import ConfigError
+from audiocnn.core.io import atomic_write, atomic_write_text
 
 __all__ = ["MAX_CLASSES", "SPLIT_FRACTIONS", "class_names", "generate", "synthetic_clip"]
 
@@ -39,7 +40,7 @@ _SEED = 20240611
 def class_names(num_classes: int) -> list[str]:
     """``["up", "down", "up_down", "down_up", ...]``: segments ``c // 2 + 1``, starting up when ``c`` is even."""
     if not 2 <= num_classes <= MAX_CLASSES:
-        raise ValueError(f"data.num_classes={num_classes}: the synthetic dataset has 2 to {MAX_CLASSES} classes")
+        raise ConfigError(f"data.num_classes={num_classes}: the synthetic dataset has 2 to {MAX_CLASSES} classes")
     names = []
     for c in range(num_classes):
         dirs = ["up", "down"] if c % 2 == 0 else ["down", "up"]
@@ -104,9 +105,9 @@ def generate(root: str | Path, *, num_classes: int, num_per_class: int, duration
     """
     root = Path(root)
     if num_per_class < 1:
-        raise ValueError(f"data.num_per_class={num_per_class}: need at least one clip per class")
+        raise ConfigError(f"data.num_per_class={num_per_class}: need at least one clip per class")
     if duration <= 0 or sample_rate <= 0:
-        raise ValueError(f"data.duration={duration} and data.sample_rate={sample_rate} must be positive")
+        raise ConfigError(f"data.duration={duration} and data.sample_rate={sample_rate} must be positive")
     names = class_names(num_classes)
     params = _params(num_classes, num_per_class, duration, sample_rate)
     marker = root / MARKER

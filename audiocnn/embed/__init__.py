@@ -36,11 +36,11 @@ the one ``manifest.csv``; re-running skips the files done, whatever N was (:mod:
 """
 from __future__ import annotations
 
-from audiocnn.embed.api import embed_array, embed_arrays, embed_files
+from audiocnn.embed.api import embed, embed_array, embed_arrays, embed_files
 from audiocnn.embed.batcher import EmbeddingResult
 from audiocnn.embed.embedders import EmbedError, Embedder, RunEmbedder, VGGishEmbedder, load_embedder
 from audiocnn.embed.windows import iter_windows
 from audiocnn.embed.writers import read_clip_embeddings
 
-__all__ = ["EmbedError", "Embedder", "EmbeddingResult", "RunEmbedder", "VGGishEmbedder", "embed_array",
+__all__ = ["EmbedError", "Embedder", "EmbeddingResult", "RunEmbedder", "VGGishEmbedder", "embed", "embed_array",
            "embed_arrays", "embed_files", "iter_windows", "load_embedder", "read_clip_embeddings"]

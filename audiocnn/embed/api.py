@@ -6,18 +6,18 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from audiocnn.embed.batcher import EmbeddingResult, Pool, WindowBatcher, _Job
-from audiocnn.embed.embedders import EmbedError, Embedder
-from audiocnn.embed.windows import BLOCK_SECONDS, _hop_samples, _stream_file
-from audiocnn.embed.writers import _check_format, _write_manifest, _write_outputs
-from audiocnn.utils import atomic_write_text, show_progress
-
-if TYPE_CHECKING:
-    from audiocnn.engine.distributed import DistContext
+from audiocnn.audio import AUDIO_EXTENSIONS, resample
+from audiocnn.core.io import atomic_write_text
+from audiocnn.core.runtime import show_progress
+from audiocnn.embed.batcher import EmbeddingResult, Pool, WindowBatcher, Job
+from audiocnn.embed.embedders import EmbedError, Embedder, load_embedder
+from audiocnn.embed.windows import BLOCK_SECONDS, window_hop_samples, stream_file
+from audiocnn.embed.writers import check_format, write_manifest, write_outputs
+from audiocnn.engine.distributed import DistContext, setup
 
 
 def embed_arrays(emb: Embedder, waves: Sequence[np.ndarray], sample_rate: int, *, hop: float | None = None,
@@ -35,7 +35,6 @@ def embed_arrays(emb: Embedder, waves: Sequence[np.ndarray], sample_rate: int, *
     Returns:
         One :class:`EmbeddingResult` per wave, in order.
     """
-    from audiocnn.audio import resample
 
     def blocks(wave: np.ndarray) -> Callable[[], list[np.ndarray]]:
         def make() -> list[np.ndarray]:
@@ -50,13 +49,13 @@ def embed_arrays(emb: Embedder, waves: Sequence[np.ndarray], sample_rate: int, *
     results: list[EmbeddingResult | None] = [None] * len(waves)
     errors: list[str] = []
 
-    def done(job: _Job, res: EmbeddingResult | None) -> None:
+    def done(job: Job, res: EmbeddingResult | None) -> None:
         if res is None:
             errors.append(f"wave {job.index}: {job.error}")
         results[job.index] = res
 
-    jobs = (_Job(i, blocks(w)) for i, w in enumerate(waves))
-    WindowBatcher(emb, hop=_hop_samples(emb, hop), pad_short=emb.pad_short if pad_short is None else pad_short,
+    jobs = (Job(i, blocks(w)) for i, w in enumerate(waves))
+    WindowBatcher(emb, hop=window_hop_samples(emb, hop), pad_short=emb.pad_short if pad_short is None else pad_short,
                   batch_size=batch_size, pool=pool, on_done=done).run(jobs)
     if errors:
         raise ValueError("; ".join(errors))
@@ -71,7 +70,6 @@ def embed_array(emb: Embedder, wave: np.ndarray, sample_rate: int, **kwargs: Any
 def _sources(inputs: Iterable[str | Path]) -> list[tuple[Path, str]]:
     """``(file, output name)``: folders searched recursively, names their relative paths without the suffix
     (with it where two would collide); a file named twice is embedded once."""
-    from audiocnn.evaluation.predict import AUDIO_EXTENSIONS
 
     found: list[tuple[Path, Path]] = []
     seen: set[Path] = set()
@@ -127,14 +125,13 @@ def embed_files(emb: Embedder, inputs: Iterable[str | Path], out_dir: str | Path
         ``{"manifest": path, "rows": [...], "ok", "empty", "errors", "skipped", "windows", "audio_s",
         "seconds", "deviation"}``; ``skipped`` counts inputs done by an earlier run.
     """
-    from audiocnn.engine.distributed import DistContext
 
     dist = distributed or DistContext()
-    _check_format(fmt)
+    check_format(fmt)
     if pool not in ("mean", "max", "none"):
         raise EmbedError(f"--pool must be mean, max or none, got {pool!r}")
     out = Path(out_dir)
-    hop_n = _hop_samples(emb, hop)
+    hop_n = window_hop_samples(emb, hop)
     pad = emb.pad_short if pad_short is None else bool(pad_short)
     settings = _settings(emb, hop=hop_n, pool=pool, fmt=fmt, pad_short=pad)
     config_path = out / "embed_config.json"
@@ -151,7 +148,7 @@ def embed_files(emb: Embedder, inputs: Iterable[str | Path], out_dir: str | Path
 
     sources = _sources(inputs)
     rows: list[dict[str, Any]] = [{} for _ in sources]
-    todo: list[_Job] = []
+    todo: list[Job] = []
     for i, (path, name) in enumerate(sources):
         if i % dist.world_size != dist.rank:
             continue
@@ -162,7 +159,7 @@ def embed_files(emb: Embedder, inputs: Iterable[str | Path], out_dir: str | Path
                 continue
             except (OSError, ValueError):
                 pass  # unreadable marker: embed again
-        todo.append(_Job(i, lambda p=path: _stream_file(p, emb.sample_rate, block_seconds=block_seconds)))
+        todo.append(Job(i, lambda p=path: stream_file(p, emb.sample_rate, block_seconds=block_seconds)))
     skipped = sum(bool(r) for r in rows)
 
     bar = None
@@ -172,7 +169,7 @@ def embed_files(emb: Embedder, inputs: Iterable[str | Path], out_dir: str | Path
     t0 = time.perf_counter()
     stats = {"windows": 0, "audio_s": 0.0}
 
-    def done(job: _Job, res: EmbeddingResult | None) -> None:
+    def done(job: Job, res: EmbeddingResult | None) -> None:
         path, name = sources[job.index]
         row: dict[str, Any] = {"source": str(path), "name": name}
         if res is None:
@@ -184,7 +181,7 @@ def embed_files(emb: Embedder, inputs: Iterable[str | Path], out_dir: str | Path
                 row["error"] = (f"shorter than one window ({emb.window / emb.sample_rate:g} s): no embedding; "
                                 "--pad-short embeds it zero-padded")
             else:
-                row.update(_write_outputs(out, name, res, fmt, emb.dim))
+                row.update(write_outputs(out, name, res, fmt, emb.dim))
             atomic_write_text(out / f"{name}.json", json.dumps(row, indent=2) + "\n")
             stats["windows"] += len(res.embeddings)
             stats["audio_s"] += res.duration
@@ -200,7 +197,7 @@ def embed_files(emb: Embedder, inputs: Iterable[str | Path], out_dir: str | Path
         if bar is not None:
             bar.close()
         if not dist.enabled:  # finished work is listed even when a run stops half-way
-            manifest = _write_manifest(out, [r for r in rows if r])
+            manifest = write_manifest(out, [r for r in rows if r])
     if dist.enabled:  # every process gets every row, so all return the same summary; rank 0 writes it
         parts = dist.all_gather_object(({i: r for i, r in enumerate(rows) if r}, stats, skipped))
         for part, _, _ in parts:
@@ -208,7 +205,7 @@ def embed_files(emb: Embedder, inputs: Iterable[str | Path], out_dir: str | Path
                 rows[i] = r
         stats = {k: sum(p[1][k] for p in parts) for k in stats}
         skipped = sum(p[2] for p in parts)
-        manifest = _write_manifest(out, [r for r in rows if r]) if dist.is_main else out / "manifest.csv"
+        manifest = write_manifest(out, [r for r in rows if r]) if dist.is_main else out / "manifest.csv"
         log = log if dist.is_main else None
     seconds = time.perf_counter() - t0
     counts = {s: sum(r.get("status") == s for r in rows) for s in ("ok", "empty", "error")}
@@ -230,3 +227,23 @@ def embed_files(emb: Embedder, inputs: Iterable[str | Path], out_dir: str | Path
                 f"min cosine {d['min_cosine']:.6f}")
         log(f"wrote {manifest}")
     return summary
+
+
+def embed(model_or_run: str | Path, inputs: Iterable[str | Path], out_dir: str | Path, *, device: str | None = None,
+          weights: str | Path | None = None, pca: str | Path | None = None, checkpoint: str = "best",
+          precision: str = "fp32", pad_short: bool | None = None, **options: Any) -> tuple[dict[str, Any], bool]:
+    """``audiocnn embed``: :func:`load_embedder` then :func:`embed_files`, in one process or under torchrun.
+
+    Under torchrun each process takes one device (``cuda:LOCAL_RANK``) and its share of the inputs; gloo carries
+    the few messages. ``options`` go to :func:`embed_files`. Returns the summary and whether this process is
+    the one that reports (rank 0).
+    """
+    dist = setup(device or "auto", backend="gloo")
+    try:
+        emb = load_embedder(model_or_run, weights=weights, pca=pca, checkpoint=checkpoint,
+                            device=dist.device if dist.enabled else device, precision=precision, pad_short=pad_short)
+        summary = embed_files(emb, inputs, out_dir, distributed=dist, **options)
+        dist.close(wait=True)  # rank 0 may still be writing the manifest
+    finally:
+        dist.close()
+    return summary, dist.is_main

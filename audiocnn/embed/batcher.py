@@ -8,6 +8,7 @@ from typing import Callable, Iterable, Iterator, Literal
 
 import numpy as np
 
+from audiocnn.core.errors import ConfigError
 from audiocnn.audio import AudioError
 from audiocnn.embed.embedders import Embedder
 from audiocnn.embed.windows import iter_windows
@@ -34,7 +35,7 @@ class EmbeddingResult:
 
 
 @dataclass
-class _Job:
+class Job:
     index: int
     blocks: Callable[[], Iterable[np.ndarray]]
     parts: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
@@ -51,10 +52,10 @@ def _pool(embeddings: np.ndarray, pool: Pool) -> np.ndarray | None:
         return embeddings.mean(0, dtype=np.float64).astype(np.float32)
     if pool == "max":
         return embeddings.max(0)
-    raise ValueError(f"pool must be mean, max or none, got {pool!r}")
+    raise ConfigError(f"pool must be mean, max or none, got {pool!r}")
 
 
-def _result(job: _Job, emb: Embedder, window: int, pool: Pool) -> EmbeddingResult:
+def _result(job: Job, emb: Embedder, window: int, pool: Pool) -> EmbeddingResult:
     if job.parts:
         starts = np.concatenate([s for s, _ in job.parts])
         embeddings = np.concatenate([e for _, e in job.parts]).astype(np.float32, copy=False)
@@ -86,27 +87,27 @@ class WindowBatcher:
     """
 
     def __init__(self, emb: Embedder, *, hop: int, pad_short: bool, batch_size: int, pool: Pool,
-                 on_done: Callable[[_Job, EmbeddingResult | None], None]):
+                 on_done: Callable[[Job, EmbeddingResult | None], None]):
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.emb = emb
         self.hop = hop
         self.pad_short = pad_short
         self.batch_size = batch_size
         self.pool = pool
         self.on_done = on_done
-        self.queue: list[tuple[_Job, np.ndarray, np.ndarray]] = []
+        self.queue: list[tuple[Job, np.ndarray, np.ndarray]] = []
         self.queued = 0
-        self.in_flight: list[_Job] = []
+        self.in_flight: list[Job] = []
 
-    def run(self, jobs: Iterable[_Job]) -> None:
+    def run(self, jobs: Iterable[Job]) -> None:
         """Embed every job, reporting each to ``on_done`` in order."""
         for job in jobs:
             self._read(job)
         self._flush(final=True)
         self._finish_ready()
 
-    def _read(self, job: _Job) -> None:
+    def _read(self, job: Job) -> None:
         """Queue the windows of one job, running full batches as they fill; a bad input drops its windows."""
         self.in_flight.append(job)
         windows = iter_windows(self._counted(job), window=self.emb.window, hop=self.hop, pad_short=self.pad_short)
@@ -132,13 +133,13 @@ class WindowBatcher:
         self._finish_ready()
 
     @staticmethod
-    def _counted(job: _Job) -> Iterator[np.ndarray]:
+    def _counted(job: Job) -> Iterator[np.ndarray]:
         """``job``'s blocks, adding their lengths to ``job.samples``."""
         for block in job.blocks():
             job.samples += len(block)
             yield block
 
-    def _drop(self, job: _Job) -> None:
+    def _drop(self, job: Job) -> None:
         """Forget a failed job's queued windows and embeddings."""
         dropped = sum(len(w) for j, _, w in self.queue if j is job)
         self.queue = [q for q in self.queue if q[0] is not job]
@@ -157,7 +158,7 @@ class WindowBatcher:
                 i += len(wins)
             self._finish_ready()
 
-    def _take(self, take: int) -> list[tuple[_Job, np.ndarray, np.ndarray]]:
+    def _take(self, take: int) -> list[tuple[Job, np.ndarray, np.ndarray]]:
         """The oldest ``take`` queued windows as ``(job, starts, windows)`` pieces, removed from the queue."""
         parts = []
         while take:

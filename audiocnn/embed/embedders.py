@@ -10,12 +10,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from audiocnn.utils import pick_device
+from audiocnn.core.errors import AudiocnnError
+from audiocnn.core.runtime import pick_device
+from audiocnn.features.frontends import exact_float32
+from audiocnn.features.vggish_input import EXAMPLE_FRAMES, HOP_LENGTH, VGGishInput
+from audiocnn.modalities import modality_of
+from audiocnn.models import create_model
+from audiocnn.models.vggish import Postprocessor, load_vggish_weights
+from audiocnn.runs import load_run
 
 Precision = Literal["fp32", "bf16"]
 
 
-class EmbedError(RuntimeError):
+class EmbedError(AudiocnnError, RuntimeError):
     """Embedding cannot start (bad model, weights, settings or output folder); the message says what to do."""
 
 
@@ -68,17 +75,16 @@ class Embedder:
     @torch.inference_mode()
     def embed_windows(self, windows: np.ndarray | torch.Tensor) -> np.ndarray:
         """``(batch, window)`` samples at :attr:`sample_rate` -> ``(batch, dim)`` float32 NumPy array."""
-        from audiocnn.features.frontends import _exact_float32
 
         x = torch.as_tensor(windows, dtype=torch.float32)
         if x.dim() != 2 or x.shape[1] != self.window:
             raise ValueError(f"windows must be (batch, {self.window}), got {tuple(x.shape)}")
         x = x.to(self.device, non_blocking=True)
         if self.precision == "fp32":
-            with _exact_float32(self.device):
+            with exact_float32(self.device):
                 return self._forward(x).float().cpu().numpy()
         if not self._bf16_ready:
-            with _exact_float32(self.device):
+            with exact_float32(self.device):
                 reference = self._forward(x).float()
             self._to_bf16()
             self._bf16_ready = True
@@ -111,7 +117,6 @@ class VGGishEmbedder(Embedder):
                  device: str | torch.device | None = None, precision: Precision = "fp32", pad_short: bool = False,
                  name: str = "vggish", sources: dict[str, Any] | None = None):
         super().__init__(device=device, precision=precision)
-        from audiocnn.features.vggish_input import EXAMPLE_FRAMES, HOP_LENGTH, VGGishInput
 
         self.name = name
         self.frontend = VGGishInput(pad_short=pad_short).to(self.device)
@@ -152,10 +157,9 @@ class RunEmbedder(Embedder):
     def __init__(self, run_dir: str | Path, *, checkpoint: str = "best", device: str | torch.device | None = None,
                  precision: Precision = "fp32"):
         super().__init__(device=device, precision=precision)
-        from audiocnn.evaluation.evaluate import load_run
 
         self.model, cfg, _, _ = load_run(run_dir, checkpoint=checkpoint, device=self.device)
-        if cfg.frontend.kind == "image":
+        if not modality_of(cfg).waveforms:
             raise EmbedError(f"{run_dir} is an image run (frontend.kind: image); `audiocnn embed` takes audio runs")
         self.name = str(Path(run_dir).resolve())
         self.checkpoint = checkpoint
@@ -187,8 +191,6 @@ def load_embedder(model_or_run: str | Path, *, weights: str | Path | None = None
     """
     target = str(model_or_run)
     if target == "vggish":
-        from audiocnn.models import create_model
-        from audiocnn.models.vggish import Postprocessor, load_vggish_weights
 
         if weights is None:
             raise EmbedError("vggish needs --weights PATH: the PyTorch port's vggish-10086976.pth (or a state dict "

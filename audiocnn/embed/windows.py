@@ -1,4 +1,4 @@
-"""Windows: audio files read in blocks and resampled as a stream (:func:`_stream_file`), and the fixed windows
+"""Windows: audio files read in blocks and resampled as a stream (:func:`stream_file`), and the fixed windows
 cut from such a stream of blocks in bounded memory (:func:`iter_windows`), every ``hop`` samples."""
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from audiocnn.core.errors import ConfigError
 from audiocnn.audio import AudioError
+from audiocnn.audio.io import MP3_LENGTH_TOLERANCE, open_audio
 from audiocnn.embed.embedders import EmbedError, Embedder
 
 BLOCK_SECONDS = 30.0
@@ -30,7 +32,7 @@ def iter_windows(blocks: Iterable[np.ndarray], *, window: int, hop: int, pad_sho
         does).
     """
     if window < 1 or hop < 1:
-        raise ValueError(f"window and hop must be >= 1 sample, got {window}, {hop}")
+        raise ConfigError(f"window and hop must be >= 1 sample, got {window}, {hop}")
     buf = np.zeros(0, np.float32)
     buf_start = next_start = total = produced = 0
     for block in blocks:
@@ -52,13 +54,12 @@ def iter_windows(blocks: Iterable[np.ndarray], *, window: int, hop: int, pad_sho
         yield 0, padded
 
 
-def _stream_file(path: Path, sample_rate: int, *, block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
+def stream_file(path: Path, sample_rate: int, *, block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
     """Mono float32 blocks of ``path`` at ``sample_rate``: read with soundfile, resampled by a soxr stream
     (identical to resampling the whole file). Raises :class:`AudioError` as ``load_audio`` does, including
     for damage found half-way through (NaN samples, fewer frames than the header declares)."""
     import soxr
 
-    from audiocnn.audio.io import _MP3_LENGTH_TOLERANCE, open_audio
 
     with open_audio(path) as f:
         frames, sr, fmt = f.frames, f.samplerate, f.format
@@ -77,14 +78,14 @@ def _stream_file(path: Path, sample_rate: int, *, block_seconds: float = BLOCK_S
                 yield out
             if last:
                 break
-    tolerance = _MP3_LENGTH_TOLERANCE * frames if fmt == "MP3" else 0
+    tolerance = MP3_LENGTH_TOLERANCE * frames if fmt == "MP3" else 0
     if got < frames - tolerance:
         raise AudioError(path, f"truncated or corrupt: the header declares {frames} frames but only {got} could be "
                                "decoded; re-download or re-export it")
 
 
 
-def _hop_samples(emb: Embedder, hop: float | None) -> int:
+def window_hop_samples(emb: Embedder, hop: float | None) -> int:
     if hop is None:
         return emb.hop
     if hop <= 0:

@@ -10,9 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from audiocnn.core.errors import NotFoundError
 from audiocnn.embed.batcher import EmbeddingResult
 from audiocnn.embed.embedders import EmbedError
-from audiocnn.utils import atomic_write, atomic_write_text
+from audiocnn.core.io import atomic_write, atomic_write_text
 
 FORMATS = ("npy", "parquet", "csv")
 
@@ -22,7 +23,7 @@ def _columns(dim: int) -> list[str]:
     return [f"e{i:0{width}d}" for i in range(dim)]
 
 
-def _check_format(fmt: str) -> None:
+def check_format(fmt: str) -> None:
     if fmt not in FORMATS:
         raise EmbedError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     if fmt == "parquet":
@@ -54,7 +55,7 @@ def _write_table(path: Path, fmt: str, columns: dict[str, np.ndarray]) -> None:
     atomic_write(path, lambda f: pq.write_table(table, f))
 
 
-def _write_outputs(out: Path, name: str, res: EmbeddingResult, fmt: str, dim: int) -> dict[str, str]:
+def write_outputs(out: Path, name: str, res: EmbeddingResult, fmt: str, dim: int) -> dict[str, str]:
     """Write one input's files atomically; returns their paths relative to ``out``."""
     files: dict[str, str] = {}
     base = out / name
@@ -87,7 +88,7 @@ def _write_outputs(out: Path, name: str, res: EmbeddingResult, fmt: str, dim: in
 MANIFEST_FIELDS = ["source", "name", "status", "windows", "duration_s", "frames", "times", "clip", "error"]
 
 
-def _write_manifest(out: Path, rows: list[dict[str, Any]]) -> Path:
+def write_manifest(out: Path, rows: list[dict[str, Any]]) -> Path:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=MANIFEST_FIELDS, extrasaction="ignore")
     w.writeheader()
@@ -122,7 +123,7 @@ def read_clip_embeddings(embed_dir: str | Path) -> tuple[list[dict[str, Any]], n
     embed_dir = Path(embed_dir)
     manifest = embed_dir / "manifest.csv"
     if not manifest.is_file():
-        raise FileNotFoundError(f"{manifest} not found; is {embed_dir} an `audiocnn embed --out` folder?")
+        raise NotFoundError(f"{manifest} not found; is {embed_dir} an `audiocnn embed --out` folder?")
     with open(manifest, newline="") as f:
         rows = [r for r in csv.DictReader(f) if r["status"] == "ok"]
     vectors = []

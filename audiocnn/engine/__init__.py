@@ -1,5 +1,4 @@
-"""The training engine: the loop, checkpoints, logging and task types."""
-from audiocnn.engine.checkpoint import load_checkpoint, save_checkpoint
-from audiocnn.engine.loop import evaluate_loader, load_data, train
+"""The training engine: the loop, the optimiser and schedule, distributed set-up and run logging."""
+from audiocnn.engine.loop import Trained, train
 
-__all__ = ["evaluate_loader", "load_checkpoint", "load_data", "save_checkpoint", "train"]
+__all__ = ["Trained", "train"]

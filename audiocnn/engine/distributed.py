@@ -55,7 +55,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from audiocnn.utils import pick_device
+from audiocnn.core.errors import ConfigError, EnvironmentFailure
+from audiocnn.core.runtime import pick_device
 
 __all__ = ["TIMEOUT", "DistContext", "env_rank", "setup"]
 
@@ -236,25 +237,25 @@ def setup(device: str = "auto", *, backend: str | None = None) -> DistContext:
     if world <= 1:
         return DistContext(device=pick_device(device))
     if not dist.is_available():
-        raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
+        raise EnvironmentFailure("WORLD_SIZE > 1 but this torch build has no torch.distributed")
     missing = [k for k in ("RANK", "LOCAL_RANK") if k not in os.environ]
     if missing and not already:
-        raise ValueError(f"WORLD_SIZE={world} but {', '.join(missing)} not set; launch with torchrun "
+        raise ConfigError(f"WORLD_SIZE={world} but {', '.join(missing)} not set; launch with torchrun "
                          "(python -m torch.distributed.run --nproc_per_node=N -m audiocnn ...)")
     rank = dist.get_rank() if already else int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     target = pick_device(device)
     if target.type == "cuda":
         if ":" in str(device):
-            raise ValueError(f"device {device!r} (trainer.device, --device): with torchrun every process uses "
+            raise ConfigError(f"device {device!r} (trainer.device, --device): with torchrun every process uses "
                              "cuda:LOCAL_RANK; use auto or cuda (CUDA_VISIBLE_DEVICES picks the GPUs)")
         if local_rank >= torch.cuda.device_count():
-            raise ValueError(f"LOCAL_RANK={local_rank} but {torch.cuda.device_count()} GPU(s) are visible; "
+            raise ConfigError(f"LOCAL_RANK={local_rank} but {torch.cuda.device_count()} GPU(s) are visible; "
                              "start at most one process per GPU (--nproc_per_node)")
         target = torch.device("cuda", local_rank)
         torch.cuda.set_device(target)
     elif target.type != "cpu":
-        raise ValueError(f"device {device!r} (trainer.device, --device) is {target.type}, which several "
+        raise ConfigError(f"device {device!r} (trainer.device, --device) is {target.type}, which several "
                          "processes cannot share; use cpu or CUDA GPUs")
     if not already:
         dist.init_process_group(backend or ("nccl" if target.type == "cuda" else "gloo"), timeout=TIMEOUT)

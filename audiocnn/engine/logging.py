@@ -4,7 +4,6 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import json
 import platform
 import sys
 from pathlib import Path
@@ -12,9 +11,9 @@ from typing import Any
 
 import torch
 
-from audiocnn.utils import atomic_write_text
+from audiocnn.core.io import atomic_write_text
 
-__all__ = ["RunLogger", "make_run_dir", "write_env", "write_json"]
+__all__ = ["RunLogger", "make_run_dir", "write_env"]
 
 
 def make_run_dir(output_dir: str, name: str) -> Path:
@@ -26,10 +25,6 @@ def make_run_dir(output_dir: str, name: str) -> Path:
         path, i = base.with_name(f"{stamp}-{i}"), i + 1
     (path / "checkpoints").mkdir(parents=True)
     return path
-
-
-def write_json(path: str | Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
 def write_env(run_dir: Path) -> None:

@@ -6,79 +6,43 @@
 """
 from __future__ import annotations
 
-import contextlib
 import gc
 import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from audiocnn.build import build_classifier, check_recipe, monitor_of
 from audiocnn.config import Config, config_from_dict, config_to_dict, save_config
-from audiocnn.engine.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from audiocnn.core.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from audiocnn.core.io import write_json
+from audiocnn.core.runtime import seed_everything, show_progress
+from audiocnn.data.loader import make_loader
 from audiocnn.engine.distributed import DistContext, setup
-from audiocnn.engine.logging import RunLogger, make_run_dir, write_env, write_json
-from audiocnn.engine.tasks import task_loss, task_outputs
-from audiocnn.evaluation.metrics import compute_metrics
-from audiocnn.models.classifier import AudioClassifier, build_classifier
-from audiocnn.utils import seed_everything, show_progress
+from audiocnn.engine.logging import RunLogger, write_env
+from audiocnn.features import draw_mixup
+from audiocnn.inference import autocast, evaluate_loader, progress
+from audiocnn.modalities import Classifier, Data, modality_of
+from audiocnn.runs import load_data, make_run_dir
+from audiocnn.tasks import get_task
 
-__all__ = ["Data", "compile_network", "evaluate_loader", "load_data", "train"]
+__all__ = ["Trained", "compile_network", "train"]
 
 
 @dataclass
-class Data:
-    """Everything the loop needs from the data side."""
+class Trained:
+    """What :func:`train` leaves: the run folder, the data it decoded (reused for the test evaluation), and
+    whether this process is the one that writes (rank 0)."""
 
-    splits: Any  # audiocnn.data.Splits
-    loaders: dict[str, torch.utils.data.DataLoader]
-    cache: Any  # audiocnn.data.AudioCache
-
-
-def load_data(cfg: Config, *, log=print) -> Data:
-    """Build the splits, decode every file once (bad files reported before any epoch), make loaders.
-
-    With ``frontend.kind: image`` the batches hold images ``(N, C, H, W)`` (:mod:`audiocnn.data.images`) and
-    ``Data.cache`` is their :class:`~audiocnn.data.images.ImageStore`.
-    """
-    if cfg.frontend.kind == "image":
-        from audiocnn.data.images import build_image_loaders, build_image_splits
-
-        splits, cache = build_image_splits(cfg.data)
-        loaders = build_image_loaders(cfg.data, splits, cache, seed=cfg.trainer.seed)
-    else:
-        from audiocnn.data import AudioCache, DataError, build_loaders, build_splits, prepare_splits
-        from audiocnn.data.images import IMAGE_DATASETS
-
-        if cfg.data.name in IMAGE_DATASETS:
-            raise DataError(f"data.name={cfg.data.name!r} is an image dataset; set frontend.kind: image "
-                            f"(frontend.kind={cfg.frontend.kind!r})")
-        splits = build_splits(cfg.data)
-        cache = AudioCache(cfg.data.cache_dir or None, cfg.data.sample_rate, dataset=cfg.data.name)
-        # Checked here so Data.splits holds exactly the examples the loaders serve (skipped files removed).
-        splits = prepare_splits(splits, cache, on_error=cfg.data.on_error)
-        loaders = build_loaders(cfg.data, splits, cache, seed=cfg.trainer.seed)
-    log(f"data: {cfg.data.name} | {len(splits.labels)} labels | "
-        + " | ".join(f"{name} {len(examples)}" for name, examples in splits.parts().items()))
-    return Data(splits, loaders, cache)
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def _progress(iterable: Iterable, enabled: bool, desc: str, total: int | None = None):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-    return tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True)
+    run_dir: Path
+    data: Data
+    is_main: bool
+    device: torch.device
 
 
 def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
@@ -118,8 +82,6 @@ def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epo
 
 def shard_loader(loader: torch.utils.data.DataLoader, cfg: Config, ctx: DistContext, *, train: bool):
     """This process's share of ``loader`` (see :func:`audiocnn.data.loader.make_loader`)."""
-    from audiocnn.data.loader import make_loader
-
     return make_loader(loader.dataset, train=train, cfg=cfg.data, seed=cfg.trainer.seed, collate_fn=loader.collate_fn,
                        rank=ctx.rank, world_size=ctx.world_size)
 
@@ -136,35 +98,25 @@ def compile_network(network: nn.Module) -> None:
 
 
 @torch.no_grad()
-def fit_normalizer(model: AudioClassifier, data: Data, cfg: Config, device: torch.device) -> None:
-    """Per-frequency statistics from the training split only (centre crops, no augmentation)."""
-    from audiocnn.data import AudioDataset, collate
-
+def fit_normalizer(model: Classifier, data: Data, cfg: Config, device: torch.device) -> None:
+    """Per-frequency (audio) or per-channel (images) statistics from the training split only, unaugmented."""
     if cfg.frontend.normalize == "none":
         return
-    if cfg.frontend.kind == "image":  # per-channel statistics of the training images
-        from audiocnn.data.images import ImageDataset, image_collate
-
-        ds, collate = ImageDataset(data.splits.train, data.cache, task=cfg.data.task), image_collate
-    else:
-        ds = AudioDataset(data.splits.train, data.cache, task=cfg.data.task,
-                          num_samples=int(round(cfg.data.duration * cfg.data.sample_rate)), mode="center",
-                          hop_samples=int(round(cfg.data.window_hop * cfg.data.sample_rate)), seed=cfg.trainer.seed)
-    loader = torch.utils.data.DataLoader(ds, batch_size=cfg.data.batch_size, collate_fn=collate)
-    model.norm.fit(model.frontend(batch.wave.to(device)) for batch in loader)
+    batches = modality_of(cfg).normalizer_batches(cfg, data)
+    model.norm.fit(model.frontend(batch.wave.to(device)) for batch in batches)
 
 
-def train_one_epoch(model: AudioClassifier, loader, optimizer, scheduler, scaler, cfg: Config, device: torch.device,
-                    *, epoch: int, progress: bool, dist: DistContext | None = None) -> dict[str, float]:
+def train_one_epoch(model: Classifier, loader, optimizer, scheduler, scaler, cfg: Config, device: torch.device,
+                    *, epoch: int, show: bool, dist: DistContext | None = None) -> dict[str, float]:
     """One pass over the training loader; returns mean loss (and accuracy for multiclass), over all processes
     of a distributed run (``dist``), and how fast it went: ``train_time_s``, ``train_samples``,
     ``samples_per_s`` and ``data_wait``, the fraction of that time this process spent waiting for the next
     batch (a device that waits for data shows up here)."""
-    task, tr = cfg.data.task, cfg.trainer
+    task, tr = get_task(cfg.data.task), cfg.trainer
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     steps = len(loader) if not tr.max_steps_per_epoch else min(len(loader), tr.max_steps_per_epoch)
-    batches = iter(_progress(loader, progress, f"epoch {epoch}", total=steps))
+    batches = iter(progress(loader, show, f"epoch {epoch}", total=steps))
     started, wait = time.perf_counter(), 0.0
     for step in range(steps):
         t0 = time.perf_counter()
@@ -174,20 +126,17 @@ def train_one_epoch(model: AudioClassifier, loader, optimizer, scheduler, scaler
             break
         wave = batch.wave.to(device, non_blocking=True)
         target = batch.target.to(device, non_blocking=True)
-        mix = None
-        if cfg.augment.mixup_alpha > 0:
-            lam = float(np.random.beta(cfg.augment.mixup_alpha, cfg.augment.mixup_alpha))
-            mix = (torch.randperm(wave.shape[0], device=device), lam)
+        mix = draw_mixup(wave.shape[0], cfg.augment.mixup_alpha, device)
         if cfg.augment.gain_db > 0:
             gain_db = (torch.rand(wave.shape[0], 1, device=device) * 2 - 1) * cfg.augment.gain_db
             wave = wave * 10 ** (gain_db / 20)
-        with _autocast(device, tr.precision):
+        with autocast(device, tr.precision):
             logits = model(wave, mix=mix)
         if mix is None:
-            loss = task_loss(task, logits, target)
+            loss = task.loss(logits, target)
         else:
             perm, lam = mix
-            loss = lam * task_loss(task, logits, target) + (1 - lam) * task_loss(task, logits, target[perm])
+            loss = lam * task.loss(logits, target) + (1 - lam) * task.loss(logits, target[perm])
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} step {step}; lower optim.lr or set "
                                      "trainer.grad_clip (the last good checkpoint is kept)")
@@ -201,7 +150,7 @@ def train_one_epoch(model: AudioClassifier, loader, optimizer, scheduler, scaler
         scheduler.step()
         total_loss += loss.item() * wave.shape[0]
         seen += wave.shape[0]
-        if task == "multiclass" and mix is None:
+        if task.name == "multiclass" and mix is None:
             correct += (logits.argmax(1) == target).sum().item()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -209,38 +158,11 @@ def train_one_epoch(model: AudioClassifier, loader, optimizer, scheduler, scaler
     if dist is not None:
         total_loss, correct, seen = dist.all_reduce_sum([total_loss, correct, seen])
     out = {"train_loss": total_loss / max(seen, 1)}
-    if task == "multiclass" and cfg.augment.mixup_alpha == 0:
+    if task.name == "multiclass" and cfg.augment.mixup_alpha == 0:
         out["train_accuracy"] = correct / max(seen, 1)
     out.update(train_time_s=elapsed, train_samples=int(seen), samples_per_s=seen / max(elapsed, 1e-9),
                data_wait=wait / max(elapsed, 1e-9))
     return out
-
-
-@torch.no_grad()
-def evaluate_loader(model: AudioClassifier, loader, task: str, device: torch.device, *, precision: str = "fp32",
-                    progress: bool = False, desc: str = "eval") -> tuple[np.ndarray, np.ndarray, float]:
-    """Clip-level outputs, targets and mean loss. Windows of one clip are averaged (``clip_index``)."""
-    model.eval()
-    outputs, targets, losses, count = [], [], 0.0, 0
-    for batch in _progress(loader, progress, desc):
-        wave = batch.wave.to(device)
-        target = batch.target.to(device)
-        with _autocast(device, precision):
-            logits = model(wave).float()
-        n_clips = target.shape[0]
-        index = batch.clip_index.to(device)
-        counts = torch.bincount(index, minlength=n_clips).clamp(min=1).unsqueeze(1).float()
-        clip_logits = torch.zeros(n_clips, logits.shape[1], device=device).index_add_(0, index, logits) / counts
-        probs = task_outputs(task, logits)
-        probs2d = probs.reshape(len(probs), -1)
-        clip_out = torch.zeros(n_clips, probs2d.shape[1], device=device).index_add_(0, index, probs2d) / counts
-        losses += task_loss(task, clip_logits, target).item() * n_clips
-        count += n_clips
-        outputs.append(clip_out.reshape(n_clips, *probs.shape[1:]).cpu().numpy())
-        targets.append(target.cpu().numpy())
-    if not outputs:
-        return np.zeros((0,)), np.zeros((0,)), float("nan")
-    return np.concatenate(outputs), np.concatenate(targets), losses / max(count, 1)
 
 
 def _improved(value: float, best: float | None, mode: str) -> bool:
@@ -249,8 +171,11 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value > best if mode == "max" else value < best)
 
 
-def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False) -> Path:
-    """Train a recipe (or resume a run) and return the run folder.
+def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False) -> Trained:
+    """Train a recipe (or resume a run): the run folder, its best and last checkpoints, metrics.csv and log.txt.
+
+    The test splits are evaluated, and the report written, by :func:`audiocnn.pipelines.train` (what
+    ``audiocnn train`` runs), with the data this returns.
 
     A resumed run restores model, optimizer, scheduler, RNG states and epoch from ``checkpoints/last.pt``,
     so it finishes with the same metrics as an uninterrupted run with the same seed.
@@ -262,6 +187,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
     if resume is not None:
         state = load_checkpoint(Path(resume) / "checkpoints" / "last.pt")
         cfg = config_from_dict(state["config"])
+    check_recipe(cfg)  # before any data is decoded or a folder made
     ctx = setup(cfg.trainer.device)
     try:
         return _train(cfg, ctx, state=state, run_dir=None if resume is None else Path(resume), quiet=quiet)
@@ -269,7 +195,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
         ctx.close()
 
 
-def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path | None, quiet: bool) -> Path:
+def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path | None, quiet: bool) -> Trained:
     tr = cfg.trainer
     seed_everything(tr.seed + ctx.rank, tr.deterministic)  # each process its own dropout, masks, mixup
     device = ctx.device
@@ -288,16 +214,16 @@ def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path |
             write_env(run_dir)
         run_dir = Path(ctx.broadcast_object(str(run_dir) if ctx.is_main else None))
     log = RunLogger(run_dir, quiet=quiet, enabled=ctx.is_main)
-    progress = show_progress(tr.progress) and ctx.is_main
+    show = show_progress(tr.progress) and ctx.is_main
     log.info(f"run: {run_dir} | device: {device} | precision: {tr.precision}")
     if ctx.enabled:
         log.info(f"distributed: {ctx.world_size} processes ({torch.distributed.get_backend()}) | global batch "
                  f"{cfg.data.batch_size} = {ctx.world_size} x {cfg.data.batch_size // ctx.world_size}")
     for msg in messages:
         log.info(msg)
-    labels, task = data.splits.labels, cfg.data.task
+    labels, task = data.splits.labels, get_task(cfg.data.task)
     if ctx.is_main:
-        write_json(run_dir / "labels.json", {"task": task, "labels": labels})
+        write_json(run_dir / "labels.json", {"task": task.name, "labels": labels})
     model = build_classifier(cfg, labels, pretrained=state is None).to(device)
     if tr.channels_last and model.network.dims == 2:
         model.network.to(memory_format=torch.channels_last)
@@ -306,7 +232,7 @@ def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path |
             fit_normalizer(model, data, cfg, device)
         ctx.broadcast_tensors(list(model.norm.buffers()))
         n_params = sum(p.numel() for p in model.parameters())
-        log.info(f"model: {cfg.model.name} | {n_params:,} parameters | task: {task}")
+        log.info(f"model: {cfg.model.name} | {n_params:,} parameters | task: {task.name}")
     else:
         model.load_state_dict(state["model"])
     if tr.compile:
@@ -317,7 +243,7 @@ def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path |
     optimizer = build_optimizer(cfg, model)
     scheduler = build_scheduler(cfg, optimizer, steps)
     scaler = torch.amp.GradScaler(device.type, enabled=tr.precision == "fp16" and device.type == "cuda")
-    monitor, mode = tr.monitor, tr.monitor_mode
+    monitor, mode = monitor_of(cfg)
     start_epoch, best, best_epoch, stale = 0, None, 0, 0
     if state is not None:
         optimizer.load_state_dict(state["optimizer"])
@@ -341,17 +267,17 @@ def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path |
         t0 = time.perf_counter()
         row: dict[str, Any] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         row.update(train_one_epoch(net, train_loader, optimizer, scheduler, scaler, cfg, device, epoch=epoch,
-                                   progress=progress, dist=ctx))
+                                   show=show, dist=ctx))
         ctx.average_batchnorm(model)
         if val_loader is not None:
-            out, tgt, loss = evaluate_loader(model, val_loader, task, device, precision=tr.precision)
+            out, tgt, loss = evaluate_loader(model, val_loader, task.name, device, precision=tr.precision)
             out, tgt, loss = ctx.gather_clips(out, tgt, loss)  # the whole split, each clip once
             row["val_loss"] = loss
-            row.update({f"val_{k}": v for k, v in compute_metrics(task, out, tgt, labels, tr.top_k).items()})
+            row.update({f"val_{k}": v for k, v in task.metrics(out, tgt, labels, tr.top_k).items()})
         row["time_s"] = time.perf_counter() - t0
         value = row.get(monitor)
         if monitor not in row and epoch == start_epoch + 1:
-            log.info(f"warning: trainer.monitor={monitor!r} is not among the epoch metrics "
+            log.info(f"warning: the monitored metric {monitor!r} is not among the epoch metrics "
                      f"({', '.join(row)}); the last epoch is kept as best")
         improved = _improved(value, best, mode) if monitor in row else True
         if improved:
@@ -363,7 +289,7 @@ def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path |
                  + (" *" if improved else ""))
         rng = ctx.all_gather_object(capture_rng(train_loader.generator))
         if ctx.is_main:  # the plain model: no DDP "module." prefix, loads with any number of processes
-            ckpt = dict(model=model, config=config_to_dict(cfg), labels=labels, task=task, epoch=epoch,
+            ckpt = dict(model=model, config=config_to_dict(cfg), labels=labels, task=task.name, epoch=epoch,
                         optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                         scaler=scaler.state_dict(), rng=rng[0], **({"rng_ranks": rng} if ctx.enabled else {}),
                         best=best, best_epoch=best_epoch, stale=stale,
@@ -380,17 +306,4 @@ def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path |
     del net
     gc.collect()
     ctx.close(wait=True)
-    if not ctx.is_main:  # rank 0 alone evaluates the test splits and writes the report
-        return run_dir
-    from audiocnn.evaluation.evaluate import evaluate_run
-    for split in [name for name in data.loaders if name.startswith("test")]:  # test and data.extra_tests
-        metrics = evaluate_run(run_dir, split=split, data=data, device=device, quiet=True)
-        log.info(f"{split} (best checkpoint): " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()
-                                                             if isinstance(v, float)))
-    if tr.report:
-        try:  # a report must never fail a finished training
-            from audiocnn.evaluation.report import write_report
-            log.info(f"report: {write_report(run_dir, data=data, device=device)}")
-        except Exception as e:  # noqa: BLE001
-            log.info(f"warning: report.html not written ({type(e).__name__}: {e}); retry: audiocnn report {run_dir}")
-    return run_dir
+    return Trained(run_dir, data, ctx.is_main, device)

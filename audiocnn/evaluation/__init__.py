@@ -1,4 +1,1 @@
-"""Evaluation and prediction: metrics, confusion matrices, per-class reports, top-k predictions."""
-from audiocnn.evaluation.metrics import classification_report, compute_metrics, confusion_matrix
-
-__all__ = ["classification_report", "compute_metrics", "confusion_matrix"]
+"""Evaluation of trained runs: test metrics and their files, predictions for new files, reports, figures."""

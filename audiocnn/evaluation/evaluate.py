@@ -8,38 +8,34 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from audiocnn.config import Config, config_from_dict
-from audiocnn.engine.checkpoint import load_checkpoint
-from audiocnn.engine.logging import write_json
-from audiocnn.evaluation.metrics import classification_report, compute_metrics, confusion_matrix
-from audiocnn.utils import atomic_write, atomic_write_text, pick_device
+from audiocnn.config import Config
+from audiocnn.core.errors import DataError
+from audiocnn.core.io import atomic_write, atomic_write_text, write_json
+from audiocnn.data import Example
+from audiocnn.inference import evaluate_loader
+from audiocnn.modalities import Classifier, Data
+from audiocnn.runs import load_data, load_run
+from audiocnn.tasks import get_task
 
-__all__ = ["evaluate_run", "load_run", "plot_confusion"]
+__all__ = ["Evaluation", "evaluate_model", "evaluate_run", "plot_confusion"]
 
 
-def load_run(run_dir: str | Path, *, checkpoint: str = "best", device: str | torch.device | None = None):
-    """Rebuild the model of a run from its checkpoint: ``(model, cfg, labels, task)``, in eval mode."""
-    from audiocnn.models.classifier import build_classifier
+@dataclass
+class Evaluation:
+    """One split's clip-level outputs and metrics, computed once; the report reads them instead of running again."""
 
-    run_dir = Path(run_dir)
-    path = Path(checkpoint) if checkpoint.endswith(".pt") else run_dir / "checkpoints" / f"{checkpoint}.pt"
-    if not path.exists() and checkpoint == "best":
-        path = run_dir / "checkpoints" / "last.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}; is {run_dir} an audiocnn run folder "
-                                "(made by `audiocnn train`)?")
-    state = load_checkpoint(path)
-    cfg: Config = config_from_dict(state["config"])
-    device = pick_device("auto") if device is None else torch.device(device)
-    model = build_classifier(cfg, state["labels"], pretrained=False)
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), cfg, state["labels"], state["task"]
+    split: str
+    checkpoint: str
+    metrics: dict[str, float]
+    outputs: np.ndarray
+    targets: np.ndarray
+    examples: list[Example]
 
 
 def plot_confusion(cm: np.ndarray, labels: list[str], path: str | Path, title: str = "") -> None:
@@ -73,29 +69,26 @@ def plot_confusion(cm: np.ndarray, labels: list[str], path: str | Path, title: s
     atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 
-def evaluate_run(run_dir: str | Path, *, split: str = "test", checkpoint: str = "best", data: Any = None,
-                 device: str | torch.device | None = None, quiet: bool = False) -> dict[str, float]:
-    """Evaluate a run's checkpoint on one split and write the artefacts listed in the module docstring."""
-    from audiocnn.engine.loop import evaluate_loader, load_data
-
+def evaluate_model(model: Classifier, cfg: Config, labels: list[str], data: Data, run_dir: str | Path, *,
+                   split: str = "test", checkpoint: str = "best", quiet: bool = False) -> Evaluation:
+    """Run ``model`` over one split once and write the artefacts listed in the module docstring."""
     run_dir = Path(run_dir)
-    model, cfg, labels, task = load_run(run_dir, checkpoint=checkpoint, device=device)
-    device = next(model.parameters()).device
-    if data is None:
-        data = load_data(cfg, log=(lambda *_: None) if quiet else print)
     if split not in data.loaders:
-        raise ValueError(f"split {split!r} is empty for data.name={cfg.data.name!r}; choose from {', '.join(data.loaders)}")
-    outputs, targets, loss = evaluate_loader(model, data.loaders[split], task, device, precision=cfg.trainer.precision)
-    metrics = {"loss": loss, **compute_metrics(task, outputs, targets, labels, cfg.trainer.top_k)}
+        raise DataError(f"split {split!r} is empty for data.name={cfg.data.name!r}; choose from {', '.join(data.loaders)}")
+    task = get_task(cfg.data.task)
+    device = next(model.parameters()).device
+    outputs, targets, loss = evaluate_loader(model, data.loaders[split], task.name, device,
+                                             precision=cfg.trainer.precision)
+    metrics = {"loss": loss, **task.metrics(outputs, targets, labels, cfg.trainer.top_k)}
     out = run_dir / "eval"
     write_json(out / f"{split}_metrics.json", {"split": split, "checkpoint": checkpoint, "n": int(len(targets)), **metrics})
     examples = data.splits.parts()[split]
-    _write_predictions(out / f"{split}_predictions.csv", examples, outputs, targets, labels, task)
-    if task != "regression":
-        write_json(out / f"{split}_report.json", classification_report(task, outputs, targets, labels))
-    if task in ("multiclass", "binary"):
-        names = labels if task == "multiclass" else (labels if len(labels) == 2 else ["negative", "positive"])
-        cm = confusion_matrix(task, outputs, targets, len(names))
+    _write_predictions(out / f"{split}_predictions.csv", examples, outputs, targets, labels, task.name)
+    if task.classes:
+        write_json(out / f"{split}_report.json", task.report(outputs, targets, labels))
+    confusion = task.confusion(outputs, targets, labels)
+    if confusion is not None:
+        names, cm = confusion
         buf = io.StringIO()
         w = csv.writer(buf)
         w.writerow(["true\\pred", *names])
@@ -107,7 +100,16 @@ def evaluate_run(run_dir: str | Path, *, split: str = "test", checkpoint: str = 
     if not quiet:
         print(f"{run_dir} [{split}, {checkpoint}] " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
         print(f"wrote {out}/")
-    return metrics
+    return Evaluation(split, checkpoint, metrics, outputs, targets, list(examples))
+
+
+def evaluate_run(run_dir: str | Path, *, split: str = "test", checkpoint: str = "best", data: Data | None = None,
+                 device: str | torch.device | None = None, quiet: bool = False) -> dict[str, float]:
+    """``audiocnn evaluate``: load a run's checkpoint and evaluate it on one split (:func:`evaluate_model`)."""
+    model, cfg, labels, _ = load_run(run_dir, checkpoint=checkpoint, device=device)
+    if data is None:
+        data = load_data(cfg, log=(lambda *_: None) if quiet else print)
+    return evaluate_model(model, cfg, labels, data, run_dir, split=split, checkpoint=checkpoint, quiet=quiet).metrics
 
 
 def _write_predictions(path: Path, examples, outputs: np.ndarray, targets: np.ndarray, labels: list[str], task: str) -> None:

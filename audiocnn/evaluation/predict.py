@@ -13,12 +13,13 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from audiocnn.engine.tasks import task_outputs
-from audiocnn.evaluation.evaluate import load_run
+from audiocnn.audio import AUDIO_EXTENSIONS, AudioError
+from audiocnn.data.images import ImageError
+from audiocnn.modalities import modality_of
+from audiocnn.runs import load_run
+from audiocnn.tasks import get_task
 
-__all__ = ["AUDIO_EXTENSIONS", "expand_inputs", "predict_files"]
-
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".au", ".opus")
+__all__ = ["expand_inputs", "predict_files"]
 
 
 def expand_inputs(inputs: Iterable[str | Path], extensions: tuple[str, ...] = AUDIO_EXTENSIONS) -> list[Path]:
@@ -38,32 +39,23 @@ def predict_files(run_dir: str | Path, inputs: Iterable[str | Path], *, top_k: i
                   device: str | None = None, hop: float | None = None, batch_size: int = 64) -> list[dict]:
     """One result per file: ``{"path", "top": [(label, prob), ...]}`` or ``{"path", "error"}``.
 
-    A bad file gives an ``error`` entry and never stops the others.
+    Audio files are scored over sliding windows (``hop`` seconds apart, default ``data.window_hop``) whose
+    outputs are averaged; images as one input. A bad file gives an ``error`` entry and never stops the others.
     """
-    from audiocnn.audio import AudioError, load_audio, sliding_windows
-
     model, cfg, labels, task = load_run(run_dir, checkpoint=checkpoint, device=device)
+    modality, t = modality_of(cfg), get_task(task)
     dev = next(model.parameters()).device
-    if cfg.frontend.kind == "image":
-        return _predict_images(model, cfg, labels, task, inputs, top_k=top_k, batch_size=batch_size)
-    sr = cfg.data.sample_rate
-    n = int(round(cfg.data.duration * sr))
-    hop_n = int(round((hop if hop is not None else cfg.data.window_hop) * sr))
     results = []
-    for path in expand_inputs(inputs):
+    for path in expand_inputs(inputs, modality.extensions):
         try:
-            wave = load_audio(path, sr)
-        except AudioError as e:
+            x, info = modality.read_file(cfg, path, hop=hop)
+        except (AudioError, ImageError) as e:
             results.append({"path": str(path), "error": e.reason})
             continue
-        windows = sliding_windows(wave, n, hop_n)
-        outs = []
-        for i in range(0, len(windows), batch_size):
-            chunk = torch.from_numpy(np.ascontiguousarray(windows[i:i + batch_size])).to(dev)
-            outs.append(task_outputs(task, model(chunk)).reshape(len(chunk), -1).cpu())
+        outs = [t.outputs(model(x[i:i + batch_size].to(dev))).reshape(len(x[i:i + batch_size]), -1).cpu()
+                for i in range(0, len(x), batch_size)]
         probs = torch.cat(outs).mean(0).numpy()
-        entry: dict = {"path": str(path), "duration_s": round(len(wave) / sr, 3), "windows": len(windows)}
-        results.append(_describe(entry, probs, labels, task, top_k))
+        results.append(_describe({"path": str(path), **info}, probs, labels, task, top_k))
     return results
 
 
@@ -78,29 +70,3 @@ def _describe(entry: dict, probs: np.ndarray, labels: list[str], task: str, top_
     else:
         entry["values"] = {name: float(v) for name, v in zip(labels, probs)}
     return entry
-
-
-@torch.no_grad()
-def _predict_images(model, cfg, labels: list[str], task: str, inputs: Iterable[str | Path], *, top_k: int,
-                    batch_size: int) -> list[dict]:
-    """One entry per image file, decoded at the run's ``data.image_size`` and ``data.channels``."""
-    from audiocnn.data.images import IMAGE_EXTENSIONS, ImageError, ImageStore, image_shape
-
-    channels, height, width = image_shape(cfg.data)
-    store = ImageStore(size=(height, width), channels=channels, max_bytes=0)
-    dev = next(model.parameters()).device
-    results: list[dict] = []
-    good: list[tuple[int, np.ndarray]] = []
-    for path in expand_inputs(inputs, IMAGE_EXTENSIONS):
-        try:
-            good.append((len(results), store.load(str(path))))
-            results.append({"path": str(path)})
-        except ImageError as e:
-            results.append({"path": str(path), "error": e.reason})
-    for i in range(0, len(good), batch_size):
-        chunk = good[i:i + batch_size]
-        x = torch.from_numpy(np.stack([image for _, image in chunk])).to(dev).float().div_(255.0)
-        probs = task_outputs(task, model(x)).reshape(len(chunk), -1).cpu().numpy()
-        for (j, _), p in zip(chunk, probs):
-            _describe(results[j], p, labels, task, top_k)
-    return results

@@ -33,8 +33,14 @@ import torch
 import yaml
 from torch import nn
 
-from audiocnn.config import config_to_dict
-from audiocnn.utils import atomic_write_text
+from audiocnn.build import monitor_of
+from audiocnn.config import config_to_dict, load_config
+from audiocnn.core.io import atomic_write_text
+from audiocnn.evaluation.evaluate import Evaluation, evaluate_model
+from audiocnn.inference import evaluate_loader
+from audiocnn.modalities import Classifier, modality_of
+from audiocnn.plots import activation_figure, filters_figure, learning_curves, palette_png, to_png
+from audiocnn.runs import load_data, load_run
 
 __all__ = ["write_report"]
 
@@ -80,7 +86,8 @@ class _Page:
 
 
 def write_report(run_dir: str | Path, *, split: str = "test", n_examples: int = 4, checkpoint: str | None = None,
-                 data: Any = None, device: str | torch.device | None = None, out: str | Path | None = None) -> Path:
+                 data: Any = None, device: str | torch.device | None = None, out: str | Path | None = None,
+                 model: Classifier | None = None, evaluation: Evaluation | None = None) -> Path:
     """Write ``RUN_DIR/report.html`` (or ``out``) and return its path.
 
     Args:
@@ -89,21 +96,26 @@ def write_report(run_dir: str | Path, *, split: str = "test", n_examples: int = 
         n_examples: correctly and wrongly classified examples shown, each.
         checkpoint: ``best``, ``last`` or a ``.pt`` path (default: the one ``eval/{split}_metrics.json`` used,
             else ``best``).
-        data: the :class:`~audiocnn.engine.loop.Data` of a training run, to skip decoding the dataset again.
+        data: the :class:`~audiocnn.modalities.Data` of a training run, to skip decoding the dataset again.
+        model: the run's model at ``checkpoint``, already loaded (after training: the best one).
+        evaluation: ``split``'s :class:`~audiocnn.evaluation.evaluate.Evaluation` of that model, so the examples
+            are chosen from its outputs without another pass over the split.
         device: where the model runs (default: the best available).
         out: where to write the page.
 
     Raises:
-        FileNotFoundError: ``run_dir`` has no checkpoint.
+        CheckpointError: ``run_dir`` has no checkpoint.
     """
-    from audiocnn.engine.loop import load_data
-    from audiocnn.evaluation.evaluate import evaluate_run, load_run
-
     run_dir = Path(run_dir)
     metrics_path = run_dir / "eval" / f"{split}_metrics.json"
     if checkpoint is None:
         checkpoint = json.loads(metrics_path.read_text()).get("checkpoint", "best") if metrics_path.exists() else "best"
-    model, cfg, labels, task = load_run(run_dir, checkpoint=checkpoint, device=device)
+    loaded = load_run(run_dir, checkpoint=checkpoint, device=device) if model is None else None
+    if loaded is None:  # the caller's model: its recipe and labels are the run's
+        saved = json.loads((run_dir / "labels.json").read_text())
+        cfg, labels, task = load_config(run_dir / "config.yaml"), saved["labels"], saved["task"]
+    else:
+        model, cfg, labels, task = loaded
     page = _Page(title=f"{cfg.name or run_dir.parent.name} · {run_dir.name}", config=config_to_dict(cfg))
 
     if data is None:
@@ -112,8 +124,8 @@ def write_report(run_dir: str | Path, *, split: str = "test", n_examples: int = 
         except Exception as e:  # noqa: BLE001 - the page is still useful without the audio
             page.notes["data"] = (f"the dataset could not be loaded ({type(e).__name__}: {e}); examples and "
                                   "activation maps need it (run `audiocnn report` where the recipe's data.root resolves)")
-    if not metrics_path.exists() and data is not None and split in data.loaders:
-        evaluate_run(run_dir, split=split, checkpoint=checkpoint, data=data, device=device, quiet=True)
+    if evaluation is None and not metrics_path.exists() and data is not None and split in data.loaders:
+        evaluation = evaluate_model(model, cfg, labels, data, run_dir, split=split, checkpoint=checkpoint, quiet=True)
 
     rows = _read_csv(run_dir / "metrics.csv")
     _summary(page, run_dir, cfg, model, labels, task, rows, data, split, checkpoint)
@@ -124,7 +136,7 @@ def write_report(run_dir: str | Path, *, split: str = "test", n_examples: int = 
         page.notes["data"] = f"the {split} split is empty for data.name={cfg.data.name!r}"
     elif data is not None:
         loader = _in_order(data.loaders[split])
-        _examples(page, model, cfg, labels, task, loader, n_examples, split)
+        _examples(page, model, cfg, labels, task, loader, n_examples, split, evaluation)
     _network(page, model, cfg, loader, page.groups)
 
     out = Path(out) if out is not None else run_dir / "report.html"
@@ -144,7 +156,6 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def _png(fig, dpi: int = 100) -> bytes:
-    from audiocnn.evaluation.plots import to_png
     return to_png(fig, dpi=dpi, palette=True)
 
 
@@ -153,20 +164,14 @@ def _summary(page: _Page, run_dir: Path, cfg, model, labels, task, rows, data, s
     env = dict(line.split(": ", 1) for line in _lines(run_dir / "env.txt") if ": " in line)
     tr = cfg.trainer
     best = None
-    values = [(int(r["epoch"]), float(r[tr.monitor])) for r in rows if r.get(tr.monitor) not in (None, "")]
+    monitor, mode = monitor_of(cfg)
+    values = [(int(r["epoch"]), float(r[monitor])) for r in rows if r.get(monitor) not in (None, "")]
     if values:
-        best = (max if tr.monitor_mode == "max" else min)(values, key=lambda v: v[1])
+        best = (max if mode == "max" else min)(values, key=lambda v: v[1])
     sizes = ""
     if data is not None:
         sizes = " / ".join(f"{len(examples)} {name}" for name, examples in data.splits.parts().items())
-    fe = cfg.frontend
-    if fe.kind == "image":
-        shape = getattr(model, "input_shape", None)
-        source = "images" + (f" {'x'.join(map(str, shape))} (channels x height x width)" if shape else "")
-    else:
-        mels = f", {fe.n_mels} mels" if fe.kind in ("mel", "logmel", "mfcc") else ""
-        source = (f"{cfg.data.sample_rate} Hz, {cfg.data.duration:g} s crops · {fe.kind} ({fe.backend}), "
-                  f"n_fft {fe.n_fft}, hop {fe.hop_length}{mels}")
+    source = modality_of(cfg).describe_input(cfg, model)
     page.facts = [
         ("run folder", str(run_dir)),
         ("started", env.get("date", "")),
@@ -175,7 +180,7 @@ def _summary(page: _Page, run_dir: Path, cfg, model, labels, task, rows, data, s
         ("input", source),
         ("model", f"{cfg.model.name} · {n_params:,} parameters"),
         ("training", f"{len(rows)} of {tr.epochs} epochs · {cfg.optim.name} lr {cfg.optim.lr:g} ({cfg.optim.scheduler})"
-                     + (f" · best {tr.monitor} {best[1]:.4f} at epoch {best[0]}" if best else "")),
+                     + (f" · best {monitor} {best[1]:.4f} at epoch {best[0]}" if best else "")),
         ("evaluated", f"{split} split, {checkpoint} checkpoint"),
         ("environment", ", ".join(f"{k} {env[k]}" for k in ("torch", "cuda") if k in env)),
     ]
@@ -187,12 +192,11 @@ def _lines(path: Path) -> list[str]:
 
 
 def _curves(page: _Page, rows: list[dict[str, str]], cfg) -> None:
-    from audiocnn.evaluation.plots import learning_curves
 
     if not rows:
         page.notes["curves"] = "metrics.csv is missing or empty: no epoch has finished"
         return
-    page.curves = _png(learning_curves(rows, monitor=cfg.trainer.monitor, best_epoch=page.best_epoch))
+    page.curves = _png(learning_curves(rows, monitor=monitor_of(cfg)[0], best_epoch=page.best_epoch))
 
 
 def _evaluation(page: _Page, eval_dir: Path, split: str) -> None:
@@ -209,8 +213,7 @@ def _evaluation(page: _Page, eval_dir: Path, split: str) -> None:
                                if r["support"] and r["recall"] < 1.0), key=lambda t: t[1])[:5]
     png = eval_dir / f"{split}_confusion.png"
     if png.exists():
-        from audiocnn.evaluation.plots import palette_png
-        page.confusion = palette_png(png.read_bytes())
+            page.confusion = palette_png(png.read_bytes())
     rows = _read_csv(eval_dir / f"{split}_confusion.csv")
     if rows:
         names = [k for k in rows[0] if k != "true\\pred"]
@@ -298,13 +301,14 @@ def _model_input(loader, index: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _examples(page: _Page, model, cfg, labels, task, loader, n: int, split: str) -> None:
-    from audiocnn.engine.loop import evaluate_loader
-    from audiocnn.evaluation.plots import image_thumbnail, thumbnail
-
-    device = next(model.parameters()).device
-    outputs, targets, _ = evaluate_loader(model, loader, task, device, precision=cfg.trainer.precision)
-    image = cfg.frontend.kind == "image"
+def _examples(page: _Page, model, cfg, labels, task, loader, n: int, split: str,
+              evaluation: Evaluation | None) -> None:
+    if evaluation is not None and evaluation.split == split:  # computed once, by the evaluation
+        outputs, targets = evaluation.outputs, evaluation.targets
+    else:
+        device = next(model.parameters()).device
+        outputs, targets, _ = evaluate_loader(model, loader, task, device, precision=cfg.trainer.precision)
+    modality = modality_of(cfg)
     sr = cfg.data.sample_rate
     page.regression = task == "regression"
     examples = getattr(loader.dataset, "examples", None)
@@ -314,17 +318,13 @@ def _examples(page: _Page, model, cfg, labels, task, loader, n: int, split: str)
             x = _model_input(loader, i)
             name = Path(str(examples[i].path)).name if examples is not None else f"#{i}"
             ex = _Example(i, name, _truth(task, targets[i], labels), _top(task, outputs[i], labels), correct)
-            if image:
-                ex.image = _png(image_thumbnail(x), dpi=THUMB_DPI)
-            else:
-                fe = model.frontend
-                feats = fe(x[None].to(device))[0].cpu().numpy()
-                ex.image = _png(thumbnail(feats, fe.cfg, sr, f_min=getattr(fe, "f_min", None),
-                                          f_max=getattr(fe, "f_max", None)), dpi=THUMB_DPI)
-                ex.audio = _wav(x.cpu().numpy(), sr)
+            figure, audio = modality.preview(cfg, model, x)
+            ex.image = _png(figure, dpi=THUMB_DPI)
+            if audio is not None:
+                ex.audio = _wav(audio, sr)
             shown.append(ex)
         page.groups.append((title, note, shown))
-    if cfg.data.eval_crop == "windows" and not image:
+    if cfg.data.eval_crop == "windows" and modality.waveforms:
         page.notes["examples"] = (f"{split} clips are scored over sliding windows; each example shows and plays "
                                   "its middle window")
 
@@ -355,8 +355,6 @@ def _stages(network: nn.Module) -> list[tuple[str, nn.Module]]:
 
 @torch.no_grad()
 def _network(page: _Page, model, cfg, loader, groups) -> None:
-    from audiocnn.evaluation.plots import activation_figure, filters_figure
-
     network = getattr(model, "network", model)
     conv = _first_conv(network)
     if conv is None:
@@ -391,20 +389,18 @@ def _network(page: _Page, model, cfg, loader, groups) -> None:
     finally:
         for h in hooks:
             h.remove()
-    kind = cfg.frontend.kind
-    image = kind == "image"
-    what = {"image": "image", "waveform": "wave"}.get(kind, "spectrogram")
-    if cfg.frontend.normalize != "none" and kind != "waveform":
-        what = "normalised " + what
+    modality = modality_of(cfg)
+    what = modality.input_name(cfg)
     one_d = getattr(network, "dims", 2) == 1
     per_stage = "every channel (rows) over time" if one_d else "the 8 channels with the highest mean activation"
-    fig = activation_figure(captured["_input"][0], [(name, captured[name][0]) for name, _ in stages], image=image,
+    fig = activation_figure(captured["_input"][0], [(name, captured[name][0]) for name, _ in stages],
+                            image=not modality.waveforms,
                             input_title=f"network input ({what}): {ex.name}, true {ex.truth}")
     page.activations = _png(fig, dpi=90)
     predicted = f", predicted {ex.top[0][0]}" if ex.correct is not None else ""
     page.activations_note = (f"{ex.name} (true {ex.truth}{predicted}): the {what} the network gets, "
                              f"then per stage {per_stage}"
-                             + (", frequency up and time across" if kind != "image" and not one_d else ""))
+                             + (", frequency up and time across" if modality.waveforms and not one_d else ""))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,7 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from audiocnn.core.errors import ConfigError
 from audiocnn.config import Config, load_config
+from audiocnn.audio.io import load_audio
+from audiocnn.plots import save_figure, signal_figure
 
 __all__ = ["load_for_show", "show"]
 
@@ -34,7 +37,6 @@ def _recipe(recipe: str | Path | None) -> Config:
 
 def load_for_show(audio: str | Path, recipe: str | Path | None = None) -> tuple[np.ndarray, Config]:
     """The wave ``(time,)`` at the recipe's sample rate, and the recipe."""
-    from audiocnn.audio.io import load_audio
 
     cfg = _recipe(recipe)
     return load_audio(audio, cfg.data.sample_rate), cfg
@@ -52,11 +54,10 @@ def show(audio: str | Path, *, recipe: str | Path | None = None, out: str | Path
     Raises:
         ValueError: ``out`` is neither PNG nor SVG; a front-end setting is invalid.
     """
-    from audiocnn.evaluation.plots import save_figure, signal_figure
 
     out = Path(out) if out is not None else Path(Path(audio).stem + ".png")
     if out.suffix.lower() not in FORMATS:
-        raise ValueError(f"--out {out}: the figure is written as PNG or SVG; end the name with .png or .svg")
+        raise ConfigError(f"--out {out}: the figure is written as PNG or SVG; end the name with .png or .svg")
     wave, cfg = load_for_show(audio, recipe)
     title = Path(audio).name + (f"  |  recipe {Path(recipe).name}" if recipe else "  |  default front-end")
     fig, _ = signal_figure(wave, cfg.data.sample_rate, cfg.frontend, title=title)

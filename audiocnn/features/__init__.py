@@ -2,12 +2,17 @@
 
 Example:
     >>> from audiocnn.features import build_frontend, FrequencyNorm, SpecAugment
-    >>> fe = build_frontend(cfg.frontend, sample_rate=cfg.data.sample_rate)   # (batch, time) -> (batch, F, frames)
+    >>> fe = build_frontend(kind="logmel", n_mels=64, sample_rate=16000)   # (batch, time) -> (batch, F, frames)
     >>> norm = FrequencyNorm(fe.n_features)
     >>> aug = SpecAugment(freq_masks=2, time_masks=2)
 """
-from audiocnn.features.augment import SpecAugment, mixup_batch
-from audiocnn.features.frontends import Frontend, build_frontend
+from audiocnn.features.augment import SpecAugment, draw_mixup, mix
+from audiocnn.features.frontends import KINDS, Frontend, FrontendSettings, build_frontend
+from audiocnn.features.image import IMAGE_KIND
 from audiocnn.features.normalize import FrequencyNorm
 
-__all__ = ["Frontend", "FrequencyNorm", "SpecAugment", "build_frontend", "mixup_batch"]
+FRONTEND_KINDS = (*KINDS, IMAGE_KIND)
+"""Every ``frontend.kind``: the audio front-ends, then the image pipeline's."""
+
+__all__ = ["FRONTEND_KINDS", "Frontend", "FrequencyNorm", "FrontendSettings", "SpecAugment", "build_frontend",
+           "draw_mixup", "mix"]

@@ -1,13 +1,13 @@
 """Spectrogram augmentation: SpecAugment masks and mixup."""
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["SpecAugment", "mixup_batch"]
+from audiocnn.core.errors import ConfigError
+
+__all__ = ["SpecAugment", "draw_mixup", "mix"]
 
 
 def _masks(batch: int, size: int, count: int, max_width: int, device: torch.device) -> Tensor:
@@ -48,7 +48,7 @@ class SpecAugment(nn.Module):
         for name, value in (("freq_masks", freq_masks), ("freq_mask_param", freq_mask_param),
                             ("time_masks", time_masks), ("time_mask_param", time_mask_param)):
             if value < 0:
-                raise ValueError(f"augment.{name} must be >= 0, got {value}")
+                raise ConfigError(f"augment.{name} must be >= 0, got {value}")
         self.freq_masks, self.freq_mask_param = int(freq_masks), int(freq_mask_param)
         self.time_masks, self.time_mask_param = int(time_masks), int(time_mask_param)
 
@@ -69,29 +69,26 @@ class SpecAugment(nn.Module):
                 f"time_masks={self.time_masks}, time_mask_param={self.time_mask_param}")
 
 
-def mixup_batch(x: Tensor, y: Tensor, alpha: float,
-                generator: Optional[torch.Generator] = None) -> tuple[Tensor, Tensor, Tensor, float]:
-    """Mixup (Zhang et al., 2018): blend each example with a random partner from the batch.
+def draw_mixup(batch_size: int, alpha: float, device: torch.device | str = "cpu") -> tuple[Tensor, float] | None:
+    """Mixup (Zhang et al., 2018): a partner for each example and the blend weight, or ``None`` when ``alpha <= 0``.
 
-    ``lam ~ Beta(alpha, alpha)``; the caller mixes the losses:
-    ``loss = lam * criterion(out, y_a) + (1 - lam) * criterion(out, y_b)``.
-
-    Args:
-        x: ``(batch, ...)`` inputs (spectrograms).
-        y: ``(batch, ...)`` targets (class indices or multi-hot rows).
-        alpha: Beta parameter; ``<= 0`` disables (returns ``x, y, y, 1.0``).
-        generator: a CPU ``torch.Generator`` for reproducible draws (default: torch's global RNG).
-
-    Returns:
-        ``(lam * x + (1 - lam) * x[perm], y, y[perm], lam)``.
+    ``lam ~ Beta(alpha, alpha)`` from NumPy's global RNG and ``perm`` from torch's, both seeded (and checkpointed)
+    by the engine, so a resumed run draws the same. The caller mixes the inputs with :func:`mix` and the losses:
+    ``loss = lam * criterion(out, y) + (1 - lam) * criterion(out, y[perm])``.
 
     Example:
-        >>> xm, y_a, y_b, lam = mixup_batch(spec, labels, alpha=0.2)
+        >>> m = draw_mixup(32, alpha=0.2)
+        >>> x = mix(spec, m)
     """
     if alpha <= 0:
-        return x, y, y, 1.0
-    # torch has no Beta sampler that takes a generator: seed numpy's from it
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
-    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
-    perm = torch.randperm(x.shape[0], generator=generator).to(x.device)
-    return lam * x + (1.0 - lam) * x[perm], y, y[perm.to(y.device)], lam
+        return None
+    lam = float(np.random.beta(alpha, alpha))
+    return torch.randperm(batch_size, device=device), lam
+
+
+def mix(x: Tensor, mixup: tuple[Tensor, float] | None) -> Tensor:
+    """``lam * x + (1 - lam) * x[perm]`` for ``mixup=(perm, lam)``; ``x`` itself for ``None``."""
+    if mixup is None:
+        return x
+    perm, lam = mixup
+    return lam * x + (1.0 - lam) * x[perm]

@@ -1,7 +1,7 @@
 """Front-ends: waveform ``(batch, time)`` -> features ``(batch, n_features, frames)`` as ``nn.Module``.
 
-One :class:`Frontend` per backend, all built from a :class:`~audiocnn.config.FrontendConfig` by
-:func:`build_frontend`. Whatever the backend, a front-end
+One :class:`Frontend` per backend, all built by :func:`build_frontend` from typed keyword arguments
+(:class:`FrontendSettings`, torchaudio's names). Whatever the backend, a front-end
 
 * computes in float32 (also under ``torch.autocast``, and its kernels stay float32 when the
   enclosing model is cast with ``model.half()``);
@@ -16,7 +16,7 @@ Kinds (``frontend.kind``): ``stft`` (``|X|**power``), ``mel`` (mel of ``|X|**pow
 ``(batch, 1, time)``, for 1-D models).
 
 Example:
-    >>> fe = build_frontend(FrontendConfig(kind="logmel", n_mels=64), sample_rate=16000)
+    >>> fe = build_frontend(kind="logmel", n_mels=64, sample_rate=16000)
     >>> fe(torch.randn(8, 16000)).shape        # (batch, n_mels, frames)
     torch.Size([8, 64, 63])
     >>> fe.n_features, fe.num_frames(16000)
@@ -26,25 +26,74 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Iterator, Optional
+import typing
+from dataclasses import dataclass
+from typing import Iterator, Literal, Optional
 
 import numpy as np
 import scipy.signal
 import torch
 from torch import Tensor, nn
 
-from audiocnn.config import FrontendConfig
+from audiocnn.core.errors import ConfigError
 
-__all__ = ["Frontend", "build_frontend"]
+
+__all__ = ["BACKENDS", "Frontend", "FrontendSettings", "KINDS", "build_frontend"]
 
 KINDS = ("stft", "mel", "logmel", "mfcc", "cqt", "waveform")
-BACKENDS = ("torch", "nnaudio", "librosa", "torchaudio")
+"""The audio front-end kinds: the one list (``frontend.kind``; an image run's ``image`` is its modality's own)."""
+Backend = Literal["torch", "nnaudio", "librosa", "torchaudio"]
+BACKENDS = typing.get_args(Backend)
 # torch.stft's padding names; librosa (numpy.pad) spells two of them differently.
 PAD_MODES = ("constant", "reflect", "replicate", "circular")
 _NUMPY_PAD = {"constant": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 _MEL_KINDS = ("mel", "logmel", "mfcc")
 C1_HZ = 32.70319566257483
 """Lowest CQT bin when ``frontend.f_min`` is 0 (librosa's default, the note C1)."""
+
+
+@dataclass
+class FrontendSettings:
+    """What a front-end computes, in torchaudio's names; :func:`build_frontend` takes these as keyword arguments.
+
+    ``center``, ``pad_mode``, ``norm`` and ``mel_scale`` are explicit because librosa, torchaudio and nnAudio
+    default differently. A recipe's ``frontend`` section is these fields plus ``normalize``
+    (:class:`audiocnn.config.FrontendConfig`).
+    """
+
+    kind: str = "logmel"
+    """One of :data:`KINDS` (``image``: the image modality's batches are images already; only ``normalize`` applies)."""
+    backend: Backend = "torch"
+    n_fft: int = 1024
+    win_length: Optional[int] = None
+    hop_length: int = 256
+    window: str = "hann"
+    center: bool = True
+    pad_mode: str = "constant"
+    power: float = 2.0
+    n_mels: int = 64
+    f_min: float = 0.0
+    f_max: Optional[float] = None
+    norm: Optional[str] = "slaney"
+    mel_scale: Literal["slaney", "htk"] = "slaney"
+    log: Literal["db", "log"] = "db"
+    """``db``: 10*log10(max(S, amin)) (librosa.power_to_db, ref=1); ``log``: ln(S + log_offset)."""
+    amin: float = 1e-10
+    log_offset: float = 1e-6
+    top_db: Optional[float] = None
+    n_mfcc: int = 20
+    n_bins: int = 84
+    """CQT: number of bins."""
+    bins_per_octave: int = 12
+
+    @classmethod
+    def of(cls, obj) -> "FrontendSettings":
+        """The settings held by any object with these fields (a recipe's ``frontend`` section)."""
+        return cls(**{f.name: getattr(obj, f.name) for f in dataclasses.fields(cls)})
+
+    def build(self, sample_rate: int) -> "Frontend":
+        """:func:`build_frontend` with these settings."""
+        return build_frontend(sample_rate=sample_rate, **dataclasses.asdict(self))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -67,7 +116,7 @@ def _non_persistent(module: nn.Module) -> nn.Module:
 
 
 @contextlib.contextmanager
-def _exact_float32(device: torch.device) -> Iterator[None]:
+def exact_float32(device: torch.device) -> Iterator[None]:
     """Turn TF32 off for the front-end on CUDA.
 
     cuDNN convolutions (nnAudio's STFT and CQT) default to TF32 on Ampere and later GPUs, and
@@ -121,7 +170,7 @@ def _dct_matrix(n_mfcc: int, n_mels: int) -> Tensor:
 
 def _check(ok: bool, message: str) -> None:
     if not ok:
-        raise ValueError(message)
+        raise ConfigError(message)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -132,14 +181,14 @@ class Frontend(nn.Module):
     """Waveform ``(batch, time)`` -> features ``(batch, n_features, frames)``, float32.
 
     Build one with :func:`build_frontend`; subclasses differ only in the backend computing the
-    spectrum. Attributes: ``cfg`` (a copy of the config), ``sample_rate``, ``n_features``.
+    spectrum. Attributes: ``settings`` (:class:`FrontendSettings`), ``sample_rate``, ``n_features``.
     """
 
     n_features: int
 
-    def __init__(self, cfg: FrontendConfig, sample_rate: int) -> None:
+    def __init__(self, cfg: FrontendSettings, sample_rate: int) -> None:
         super().__init__()
-        self.cfg = dataclasses.replace(cfg)
+        self.settings = FrontendSettings.of(cfg)
         self.sample_rate = int(sample_rate)
         self.win_length = cfg.win_length or cfg.n_fft
         self.f_max = float(cfg.f_max) if cfg.f_max is not None else sample_rate / 2.0
@@ -166,22 +215,22 @@ class Frontend(nn.Module):
         """
         if wave.dim() != 2:
             raise ValueError(f"front-end input must be a wave of shape (batch, time), got {tuple(wave.shape)}")
-        with torch.autocast(device_type=wave.device.type, enabled=False), _exact_float32(wave.device):
+        with torch.autocast(device_type=wave.device.type, enabled=False), exact_float32(wave.device):
             return self._features(wave.float())
 
     def num_frames(self, num_samples: int) -> int:
         """Number of frames ``forward`` returns for a wave of ``num_samples`` samples."""
-        pad = self.frame_length // 2 if self.cfg.center else 0
+        pad = self.frame_length // 2 if self.settings.center else 0
         span = num_samples + 2 * pad - self.frame_length
         if span < 0:
             raise ValueError(
                 f"{num_samples} samples are fewer than one frame of {self.frame_length} with "
                 f"frontend.center=false; use longer clips or frontend.center=true"
             )
-        return 1 + span // self.cfg.hop_length
+        return 1 + span // self.settings.hop_length
 
     def extra_repr(self) -> str:
-        c = self.cfg
+        c = self.settings
         return f"kind={c.kind}, backend={c.backend}, sample_rate={self.sample_rate}, n_features={self.n_features}"
 
     # -- shared computation ------------------------------------------------------------------
@@ -195,7 +244,7 @@ class Frontend(nn.Module):
 
     def _finish(self, S: Tensor) -> Tensor:
         """Apply ``frontend.log`` (logmel, cqt) or dB + DCT (mfcc) to a linear spectrum."""
-        c = self.cfg
+        c = self.settings
         if c.kind == "mfcc":
             return torch.matmul(self.dct, _power_to_db(S, amin=c.amin, top_db=c.top_db))
         if c.kind in ("logmel", "cqt"):
@@ -253,7 +302,7 @@ class TorchFrontend(Frontend):
     CPU_BLOCK_FRAMES = 256
     MEL_GROUP = 16
 
-    def __init__(self, cfg: FrontendConfig, sample_rate: int) -> None:
+    def __init__(self, cfg: FrontendSettings, sample_rate: int) -> None:
         super().__init__(cfg, sample_rate)
         import librosa
 
@@ -273,7 +322,7 @@ class TorchFrontend(Frontend):
     def _spectrum(self, x: Tensor) -> Tensor:
         if x.device.type == "cpu":
             return self._spectrum_blocked(x)
-        c = self.cfg
+        c = self.settings
         X = torch.stft(
             x, c.n_fft, hop_length=c.hop_length, win_length=self.win_length, window=self.window,
             center=c.center, pad_mode=c.pad_mode, return_complex=True,
@@ -285,7 +334,7 @@ class TorchFrontend(Frontend):
 
     def _spectrum_blocked(self, x: Tensor) -> Tensor:
         """Same as the ``torch.stft`` path, block by block: ``(batch, time) -> (batch, rows, frames)``."""
-        c = self.cfg
+        c = self.settings
         pad = c.n_fft // 2 if c.center else 0
         n_frames = self.num_frames(x.shape[-1])
         mel = c.kind in _MEL_KINDS
@@ -310,7 +359,7 @@ class TorchFrontend(Frontend):
         return out.transpose(1, 2).contiguous()
 
 
-def _nnaudio_layer(cfg: FrontendConfig, sample_rate: int, *, f_min: float, f_max: float) -> nn.Module:
+def _nnaudio_layer(cfg: FrontendSettings, sample_rate: int, *, f_min: float, f_max: float) -> nn.Module:
     """The nnAudio layer for ``cfg.kind``: the one place where config names become nnAudio's.
 
     torchaudio -> nnAudio: ``sample_rate -> sr``, ``f_min -> fmin``, ``f_max -> fmax``,
@@ -336,7 +385,7 @@ def _nnaudio_layer(cfg: FrontendConfig, sample_rate: int, *, f_min: float, f_max
 class NnAudioFrontend(Frontend):
     """nnAudio's convolutional STFT, mel spectrogram and CQT (``CQT1992v2``)."""
 
-    def __init__(self, cfg: FrontendConfig, sample_rate: int) -> None:
+    def __init__(self, cfg: FrontendSettings, sample_rate: int) -> None:
         super().__init__(cfg, sample_rate)
         self.layer = _non_persistent(_nnaudio_layer(cfg, sample_rate, f_min=self.f_min, f_max=self.f_max))
         if cfg.kind == "cqt":
@@ -344,8 +393,8 @@ class NnAudioFrontend(Frontend):
 
     def _spectrum(self, x: Tensor) -> Tensor:
         S = self.layer(x)
-        if self.cfg.kind in ("stft", "cqt") and self.cfg.power != 1.0:
-            S = S.pow(self.cfg.power)
+        if self.settings.kind in ("stft", "cqt") and self.settings.power != 1.0:
+            S = S.pow(self.settings.power)
         return S
 
 
@@ -355,7 +404,7 @@ _TORCH_WINDOWS = ("hann", "hamming", "blackman", "bartlett")
 class TorchaudioFrontend(Frontend):
     """``torchaudio.transforms.Spectrogram`` / ``MelSpectrogram`` (needs torchaudio)."""
 
-    def __init__(self, cfg: FrontendConfig, sample_rate: int) -> None:
+    def __init__(self, cfg: FrontendSettings, sample_rate: int) -> None:
         super().__init__(cfg, sample_rate)
         try:
             import torchaudio
@@ -388,7 +437,7 @@ class LibrosaFrontend(Frontend):
     def _features(self, x: Tensor) -> Tensor:
         import librosa
 
-        c = self.cfg
+        c = self.settings
         stft = dict(n_fft=c.n_fft, hop_length=c.hop_length, win_length=self.win_length, window=c.window,
                     center=c.center, pad_mode=_NUMPY_PAD[c.pad_mode])
 
@@ -424,7 +473,7 @@ _KIND_BACKENDS = {"cqt": ("nnaudio",)}
 # Factory
 
 
-def _validate(cfg: FrontendConfig, sample_rate: int) -> None:
+def _validate(cfg: FrontendSettings, sample_rate: int) -> None:
     _check(cfg.kind in KINDS, f"frontend.kind={cfg.kind!r} is not one of {', '.join(KINDS)}")
     _check(cfg.backend in BACKENDS, f"frontend.backend={cfg.backend!r} is not one of {', '.join(BACKENDS)}")
     _check(sample_rate > 0, f"sample_rate must be positive, got {sample_rate}")
@@ -445,7 +494,7 @@ def _validate(cfg: FrontendConfig, sample_rate: int) -> None:
     try:  # every backend but torchaudio takes scipy's window names
         scipy.signal.get_window(cfg.window, 16, fftbins=True)
     except ValueError as e:
-        raise ValueError(f"frontend.window={cfg.window!r} is not a window scipy.signal.get_window knows ({e})") from None
+        raise ConfigError(f"frontend.window={cfg.window!r} is not a window scipy.signal.get_window knows ({e})") from None
     _check(cfg.log in ("db", "log"), f"frontend.log={cfg.log!r} is not one of db, log")
     _check(cfg.amin > 0, f"frontend.amin must be positive, got {cfg.amin}")
     _check(cfg.top_db is None or cfg.top_db >= 0, f"frontend.top_db must be >= 0 or null, got {cfg.top_db}")
@@ -473,26 +522,38 @@ def _validate(cfg: FrontendConfig, sample_rate: int) -> None:
                f"frontend.n_mfcc={cfg.n_mfcc} must be between 1 and frontend.n_mels={cfg.n_mels}")
 
 
-def build_frontend(cfg: FrontendConfig, sample_rate: int) -> Frontend:
-    """Build the front-end module a recipe asks for.
+def build_frontend(*, sample_rate: int, kind: str = "logmel", backend: Backend = "torch", n_fft: int = 1024,
+                   win_length: Optional[int] = None, hop_length: int = 256, window: str = "hann", center: bool = True,
+                   pad_mode: str = "constant", power: float = 2.0, n_mels: int = 64, f_min: float = 0.0,
+                   f_max: Optional[float] = None, norm: Optional[str] = "slaney",
+                   mel_scale: Literal["slaney", "htk"] = "slaney", log: Literal["db", "log"] = "db",
+                   amin: float = 1e-10, log_offset: float = 1e-6, top_db: Optional[float] = None, n_mfcc: int = 20,
+                   n_bins: int = 84, bins_per_octave: int = 12) -> Frontend:
+    """Build a front-end module; the arguments are :class:`FrontendSettings`' fields (torchaudio's names).
 
     Args:
-        cfg: the ``frontend`` section of a recipe.
         sample_rate: sample rate of the waves it will see (``data.sample_rate``).
+        kind: one of :data:`KINDS`; the other arguments as in ``torchaudio.transforms.MelSpectrogram``,
+            ``librosa.feature.mfcc`` and ``nnAudio``'s ``CQT1992v2`` (``n_bins``, ``bins_per_octave``).
 
     Returns:
         A :class:`Frontend`: ``(batch, time) -> (batch, n_features, frames)``, float32.
 
     Raises:
-        ValueError: an invalid setting or an unavailable kind/backend pair, naming the config keys.
+        ValueError: an invalid setting or an unavailable kind/backend pair, naming the recipe key.
         ImportError: ``backend=torchaudio`` without a working torchaudio.
 
     Example:
-        >>> fe = build_frontend(FrontendConfig(kind="mfcc", n_mfcc=20), sample_rate=8000)
+        >>> fe = build_frontend(kind="mfcc", n_mfcc=20, sample_rate=8000)
         >>> fe(torch.randn(2, 8000)).shape
         torch.Size([2, 20, 32])
     """
-    _validate(cfg, sample_rate)
-    if cfg.kind == "waveform":
-        return WaveformFrontend(cfg, sample_rate)
-    return _BACKEND_CLASSES[cfg.backend](cfg, sample_rate)
+    settings = FrontendSettings(
+        kind=kind, backend=backend, n_fft=n_fft, win_length=win_length, hop_length=hop_length, window=window,
+        center=center, pad_mode=pad_mode, power=power, n_mels=n_mels, f_min=f_min, f_max=f_max, norm=norm,
+        mel_scale=mel_scale, log=log, amin=amin, log_offset=log_offset, top_db=top_db, n_mfcc=n_mfcc, n_bins=n_bins,
+        bins_per_octave=bins_per_octave)
+    _validate(settings, sample_rate)
+    if kind == "waveform":
+        return WaveformFrontend(settings, sample_rate)
+    return _BACKEND_CLASSES[backend](settings, sample_rate)

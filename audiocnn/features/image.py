@@ -15,9 +15,13 @@ from typing import Iterable
 import torch
 from torch import Tensor, nn
 
+from audiocnn.core.errors import ConfigError
 from audiocnn.features.normalize import FrequencyNorm
 
-__all__ = ["ChannelNorm", "ImageAugment", "invert"]
+__all__ = ["IMAGE_KIND", "ChannelNorm", "ImageAugment", "invert"]
+
+IMAGE_KIND = "image"
+"""``frontend.kind`` of image runs: the batches are images already, so the front-end is the identity."""
 
 
 def invert(x: Tensor) -> Tensor:
@@ -56,7 +60,7 @@ class ImageAugment(nn.Module):
         for name, value, top in (("invert", invert, 1), ("hflip", hflip, 1), ("translate", translate, 1),
                                  ("zoom", zoom, 0.99), ("rotation", rotation, 180), ("shear", shear, 89)):
             if not 0 <= value <= top:
-                raise ValueError(f"augment.{name}={value} must be in [0, {top}]")
+                raise ConfigError(f"augment.{name}={value} must be in [0, {top}]")
         self.invert_p = float(invert)
         self.geometry = nn.Identity()
         steps = []

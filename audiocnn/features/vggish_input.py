@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
+from audiocnn.audio import resample
 from torch import Tensor, nn
 
 __all__ = ["VGGishInput", "vggish_mel_matrix", "waveform_to_examples"]
@@ -178,7 +180,6 @@ def waveform_to_examples(data: np.ndarray, sample_rate: int, *, hop_frames: int 
         ``(n_examples, 64, 96)`` float32 (the reference's ``(n_examples, 1, 96, 64)`` is
         ``out.transpose(1, 2)[:, None]``).
     """
-    from audiocnn.audio import resample
 
     data = np.asarray(data, dtype=np.float32)
     if data.ndim == 2:

@@ -50,8 +50,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from audiocnn.core.errors import AudiocnnError
 from audiocnn.audio.sinc import SincResampler
-from audiocnn.embed import EmbedError, Embedder, load_embedder
+from audiocnn.features.frontends import exact_float32
+from audiocnn.embed import Embedder, load_embedder
 
 __all__ = ["HEAR_SAMPLE_RATES", "HearError", "HearModel", "get_scene_embeddings",
            "get_timestamp_embeddings", "load_model"]
@@ -66,7 +68,7 @@ USAGE = ("load_model takes an audiocnn run folder (made by `audiocnn train`, hol
          "port's vggish-10086976.pth or a state dict saved from audiocnn's vggish)")
 
 
-class HearError(ValueError):
+class HearError(AudiocnnError, ValueError):
     """A model path or input that the HEAR API cannot use; the message says what to pass instead."""
 
 
@@ -168,7 +170,6 @@ class HearModel(nn.Module):
 
     def _embed(self, audio: Tensor, frames: range) -> Tensor:
         """Embeddings of ``frames`` of every sound: ``(n_sounds, len(frames), dim)`` float32."""
-        from audiocnn.features.frontends import _exact_float32
 
         n_sounds = audio.shape[0]
         wave = self.resampler(audio) if self.resampler is not None else audio
@@ -180,7 +181,7 @@ class HearModel(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            with _exact_float32(audio.device):
+            with exact_float32(audio.device):
                 for start in range(0, n_sounds * count, self.batch_size):
                     index = torch.arange(start, min(start + self.batch_size, n_sounds * count), device=audio.device)
                     batch = windows[index // count, index % count]      # (b, window): a copy of this batch only
@@ -238,7 +239,7 @@ def load_model(model_file_path: str = "", *, hop_ms: float = MAX_HOP_MS, batch_s
         what, load = "an audiocnn run folder", lambda: load_embedder(path, device="cpu")
     try:
         embedder = load()
-    except (EmbedError, FileNotFoundError, RuntimeError) as e:
+    except (AudiocnnError, FileNotFoundError) as e:  # every expected failure of loading; a bug keeps its traceback
         raise HearError(f"cannot use {spec!r} as {what}: {e}. {USAGE}") from e
     return HearModel(embedder, hop_ms=hop_ms, batch_size=batch_size)
 

@@ -41,8 +41,10 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from audiocnn.core.errors import AudiocnnError
 from audiocnn.audio import AudioError, load_audio
-from audiocnn.utils import atomic_write, atomic_write_text, pick_device, show_progress
+from audiocnn.core.io import atomic_write, atomic_write_text
+from audiocnn.core.runtime import pick_device, show_progress
 
 __all__ = ["DONE_FILE", "EmbeddedSplit", "HearEvalError", "HearModule", "embed_task", "frame_labels",
            "heareval_order", "is_embedding_folder", "load_hear_module", "read_split"]
@@ -51,7 +53,7 @@ DONE_FILE = "embedding-done.json"
 FORMAT = "heareval-2021.1.3"
 
 
-class HearEvalError(ValueError):
+class HearEvalError(AudiocnnError, ValueError):
     """The evaluator cannot go on (module, model, task or embedding folder); the message says what to do."""
 
 

@@ -64,12 +64,12 @@ import numpy as np
 import torch
 
 from audiocnn.hear.embeddings import HearEvalError, embed_task, is_embedding_folder, load_hear_module, read_split
-from audiocnn.hear.frames import Frames, _frames
-from audiocnn.hear.predictor import _num, fit, test_scores
-from audiocnn.hear.protocol import GRID_POINTS, SEED, _read_labels, _spec, fold_splits, sample_grid, task_grid
-from audiocnn.hear.report import _conf_text, _pm, _write_reports
+from audiocnn.hear.frames import Frames, split_frames
+from audiocnn.hear.predictor import finite_or_none, fit, test_scores
+from audiocnn.hear.protocol import GRID_POINTS, SEED, read_labels, task_spec, fold_splits, sample_grid, task_grid
+from audiocnn.hear.report import conf_text, mean_pm, write_reports
 from audiocnn.hear.tasks import find_tasks, read_task
-from audiocnn.utils import pick_device
+from audiocnn.core.runtime import pick_device
 
 __all__ = ["evaluate", "evaluate_embeddings"]
 
@@ -95,8 +95,8 @@ def evaluate_embeddings(folder: str | Path, *, device: str | torch.device | None
     t0 = time.perf_counter()
     dev = pick_device("auto") if device is None else torch.device(device)
     metadata = json.loads((folder / "task_metadata.json").read_text())
-    labels = _read_labels(folder)
-    spec = _spec(folder, metadata, labels)
+    labels = read_labels(folder)
+    spec = task_spec(folder, metadata, labels)
     split_names = metadata.get("splits") or sorted(p.name[:-len(".embedding-dimensions.json")]
                                                    for p in folder.glob("*.embedding-dimensions.json"))
     splits = fold_splits(metadata["split_mode"], list(split_names))
@@ -104,7 +104,7 @@ def evaluate_embeddings(folder: str | Path, *, device: str | torch.device | None
     data = {}
     for name in split_names:
         events = json.loads((folder / f"{name}.json").read_text()) if spec.embedding_type == "event" else None
-        data[name] = _frames(read_split(folder, name), label_index, events, str(folder / name), dev)
+        data[name] = split_frames(read_split(folder, name), label_index, events, str(folder / name), dev)
         if spec.prediction_type == "multiclass" and not bool((data[name].y.sum(1) == 1).all()):
             raise HearEvalError(f"{folder / name}: a multiclass task needs exactly one label per row")
     loaded = time.perf_counter() - t0
@@ -124,7 +124,7 @@ def evaluate_embeddings(folder: str | Path, *, device: str | torch.device | None
         fitted = fit(spec, conf, train, valid)
         results.append(fitted)
         if log is not None:
-            log(f"{spec.name}: grid point {i + 1}/{len(confs)} {_conf_text(conf)}: validation {spec.primary} "
+            log(f"{spec.name}: grid point {i + 1}/{len(confs)} {conf_text(conf)}: validation {spec.primary} "
                 f"{fitted.validation_score:.4f} at epoch {fitted.epoch} ({fitted.epochs} epochs, "
                 f"{fitted.seconds:.1f} s)")
     sign = 1 if spec.use_scoring else -1
@@ -143,25 +143,25 @@ def evaluate_embeddings(folder: str | Path, *, device: str | torch.device | None
         scores = test_scores(spec, fitted, parts(split, "test"))
         key = "|".join(split["test"])
         table[key] = scores
-        split_records.append({**split, **fitted.summary(), "scores": {k: _num(v) for k, v in scores.items()}})
+        split_records.append({**split, **fitted.summary(), "scores": {k: finite_or_none(v) for k, v in scores.items()}})
     summary = {}
     for metric in spec.evaluation:
         values = [table[k][metric] for k in table]
         with np.errstate(invalid="ignore"):  # d_prime is infinite where a label is separated perfectly
             mean, std = float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else None
-        summary[metric] = {"mean": _num(mean), "std": _num(std), "splits": {k: _num(table[k][metric]) for k in table}}
+        summary[metric] = {"mean": finite_or_none(mean), "std": finite_or_none(std), "splits": {k: finite_or_none(table[k][metric]) for k in table}}
     seconds = time.perf_counter() - t0
     record = {
         "task_name": spec.name, "version": metadata.get("version"), "embedding_type": spec.embedding_type,
         "prediction_type": spec.prediction_type, "split_mode": metadata["split_mode"], "primary": spec.primary,
         "scores": summary, "grid_point": {**best.conf, "postprocessing": dict(best.postprocessing)},
-        "validation_score": _num(best.validation_score), "grid": [r.summary() for r in results],
+        "validation_score": finite_or_none(best.validation_score), "grid": [r.summary() for r in results],
         "splits": split_records, "embedding_folder": str(folder), "device": str(dev), "seed": seed,
         "seconds": {"loading": round(loaded, 3), "downstream": round(seconds - loaded, 3), "total": round(seconds, 3)},
     }
     if log is not None:
         s = summary[spec.primary]
-        log(f"{spec.name}: test {spec.primary} {_pm(s)} over {len(splits)} split(s) in {seconds:.1f} s")
+        log(f"{spec.name}: test {spec.primary} {mean_pm(s)} over {len(splits)} split(s) in {seconds:.1f} s")
     return record
 
 
@@ -233,14 +233,14 @@ def evaluate(module_or_run: str | None = None, tasks_dir: str | Path | None = No
             entry["errors"][task_name] = f"{type(e).__name__}: {e}"
             if log is not None:
                 log(f"{task_name}: ERROR {e}")
-            _write_reports(out, name, entry)
+            write_reports(out, name, entry)
             continue
         record["seconds"]["embedding"] = None if embed_seconds is None else round(embed_seconds, 3)
         record["embedding_cached"] = embed_seconds == 0.0
         record["seconds"]["task"] = round(time.perf_counter() - t0, 3)
         record["finished"] = dt.datetime.now().isoformat(timespec="seconds")
         entry["tasks"][record["task_name"]] = record
-        _write_reports(out, name, entry)  # after every task: a later failure loses nothing
+        write_reports(out, name, entry)  # after every task: a later failure loses nothing
     if log is not None:
         log(f"wrote {out / 'scores.json'} and {out / 'scores.md'}")
     return {"name": name, **entry}

@@ -45,7 +45,7 @@ class Frames:
         return out
 
 
-def _frames(split: EmbeddedSplit, label_index: dict[str, int], events: dict[str, list] | None, where: str,
+def split_frames(split: EmbeddedSplit, label_index: dict[str, int], events: dict[str, list] | None, where: str,
             device: torch.device) -> Frames:
     y = np.zeros((len(split.labels), len(label_index)), np.float32)
     for i, labels in enumerate(split.labels):

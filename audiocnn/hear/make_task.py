@@ -51,11 +51,12 @@ from typing import Any, Callable, Iterable, Literal, Sequence
 import numpy as np
 import soundfile as sf
 
+from audiocnn.config import ConfigError, apply_overrides, config_from_dict
 from audiocnn.audio.io import load_audio
 from audiocnn.data.datasets import build_splits, default_root
 from audiocnn.data.splits import DataError, Example
 from audiocnn.hear.tasks import METADATA_FILE, HearTask, HearTaskError, TaskMetadata, read_task, write_task
-from audiocnn.registry import Registry
+from audiocnn.core.registry import Registry
 
 __all__ = ["CONVERTERS", "MakeTaskResult", "TaskSource", "make_task", "word_segments"]
 
@@ -330,7 +331,6 @@ class MakeTaskResult:
 
 
 def _data_config(name: str, root: str | None, overrides: Sequence[str]) -> Any:
-    from audiocnn.config import ConfigError, apply_overrides, config_from_dict
 
     for item in overrides:
         if not item.startswith("data."):

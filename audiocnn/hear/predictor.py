@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from audiocnn.hear.embeddings import HearEvalError
@@ -17,6 +16,7 @@ from audiocnn.hear.events import EventDecoder
 from audiocnn.hear.frames import Frames
 from audiocnn.hear.protocol import TaskSpec
 from audiocnn.hear.scores import EVENT_SCORES, SCENE_SCORES
+from audiocnn.tasks import get_task
 
 __all__ = ["DownstreamMLP", "Fitted", "fit", "test_scores"]
 
@@ -72,23 +72,23 @@ class Fitted:
     seconds: float
 
     def summary(self) -> dict[str, Any]:
-        return {"conf": self.conf, "validation_score": _num(self.validation_score), "epoch": self.epoch,
+        return {"conf": self.conf, "validation_score": finite_or_none(self.validation_score), "epoch": self.epoch,
                 "epochs_run": self.epochs, "postprocessing": dict(self.postprocessing),
                 "seconds": round(self.seconds, 3)}
 
 
-def _num(v: float) -> float | None:
+def finite_or_none(v: float) -> float | None:
     return None if v is None or not math.isfinite(v) else float(v)
 
 
 def _loss(spec: TaskSpec, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    if spec.prediction_type == "multiclass":
-        return F.cross_entropy(logits, y.argmax(1))
-    return F.binary_cross_entropy_with_logits(logits, y)
+    """The task's own loss; HEAR gives multiclass targets one-hot, which cross-entropy takes as class indices."""
+    task = get_task(spec.prediction_type)
+    return task.loss(logits, y.argmax(1) if task.name == "multiclass" else y)
 
 
 def _outputs(spec: TaskSpec, logits: torch.Tensor) -> torch.Tensor:
-    return logits.softmax(1) if spec.prediction_type == "multiclass" else logits.sigmoid()
+    return get_task(spec.prediction_type).outputs(logits)
 
 
 class _Validator:

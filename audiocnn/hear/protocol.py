@@ -96,7 +96,7 @@ class TaskSpec:
         return self.evaluation[0]
 
 
-def _spec(folder: Path, metadata: dict[str, Any], labels: list[str]) -> TaskSpec:
+def task_spec(folder: Path, metadata: dict[str, Any], labels: list[str]) -> TaskSpec:
     name = metadata.get("task_name", folder.name)
     event = metadata.get("embedding_type") == "event"
     known = EVENT_SCORES if event else SCENE_SCORES
@@ -111,7 +111,7 @@ def _spec(folder: Path, metadata: dict[str, Any], labels: list[str]) -> TaskSpec
                     postprocessing_grid=dict(params.get("event_postprocessing_grid", POSTPROCESSING_GRID)))
 
 
-def _read_labels(folder: Path) -> list[str]:
+def read_labels(folder: Path) -> list[str]:
     import csv
 
     with open(folder / "labelvocabulary.csv", newline="", encoding="utf-8-sig") as f:

@@ -6,16 +6,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from audiocnn.utils import atomic_write_text
+from audiocnn.core.io import atomic_write_text
 
 __all__ = ["markdown_table"]
 
 
-def _conf_text(conf: dict[str, Any]) -> str:
+def conf_text(conf: dict[str, Any]) -> str:
     return f"hidden_layers={conf['hidden_layers']} {conf['initialization']} lr={conf['lr']:g}"
 
 
-def _pm(s: dict[str, Any]) -> str:
+def mean_pm(s: dict[str, Any]) -> str:
     if s["mean"] is None:
         return "nan"
     return f"{s['mean']:.4f}" + (f" ± {s['std']:.4f}" if s.get("std") is not None else "")
@@ -35,12 +35,12 @@ def markdown_table(doc: dict[str, Any]) -> str:
         cells = []
         for t in tasks:
             rec = models[name].get("tasks", {}).get(t)
-            cells.append(_pm(rec["scores"][rec["primary"]]) if rec else "")
+            cells.append(mean_pm(rec["scores"][rec["primary"]]) if rec else "")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _write_reports(out: Path, model_name: str, entry: dict[str, Any]) -> None:
+def write_reports(out: Path, model_name: str, entry: dict[str, Any]) -> None:
     path = out / "scores.json"
     doc: dict[str, Any] = {"models": {}}
     if path.is_file():

@@ -33,8 +33,10 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 import soundfile as sf
 
+from audiocnn.core.errors import AudiocnnError
 from audiocnn.audio import fix_length, resample
-from audiocnn.utils import atomic_write, atomic_write_text, show_progress
+from audiocnn.core.io import atomic_write, atomic_write_text
+from audiocnn.core.runtime import show_progress
 
 __all__ = [
     "EMBEDDING_TYPES", "HEAR_SAMPLE_RATES", "PREDICTION_TYPES", "SPLIT_MODES", "AudioSource", "HearTask",
@@ -56,7 +58,7 @@ AudioSource = Callable[[str, str], tuple[np.ndarray, int]]
 """``audio(split, filename) -> (wave, sample_rate)``: a float32 ``(time,)`` wave at its own rate."""
 
 
-class HearTaskError(ValueError):
+class HearTaskError(AudiocnnError, ValueError):
     """A task folder (or what is about to be written as one) is not valid; the message names the file
     and what to fix."""
 
@@ -290,7 +292,7 @@ def _read_json(path: Path) -> Any:
         raise HearTaskError(f"{path}: not valid JSON ({e}); rewrite the file") from None
 
 
-def _read_labels(path: Path) -> list[str]:
+def read_labels(path: Path) -> list[str]:
     if not path.is_file():
         raise HearTaskError(f"{path}: not found; write the label vocabulary as CSV with the header idx,label")
     with open(path, newline="", encoding="utf-8-sig") as f:
@@ -335,7 +337,7 @@ def read_task(task_dir: str | os.PathLike, *, check_audio: bool = True) -> HearT
         partial = " (a build was interrupted here; run the conversion again)" if (root / BUILD_MARKER).exists() else ""
         raise HearTaskError(f"{root}: no {METADATA_FILE}{partial}; a HEAR task folder starts with it")
     metadata = TaskMetadata.from_json(_read_json(root / METADATA_FILE), str(root / METADATA_FILE))
-    labels = _read_labels(root / LABELS_FILE)
+    labels = read_labels(root / LABELS_FILE)
     splits: dict[str, dict[str, list]] = {}
     for name in _split_names(metadata):
         path = root / f"{name}.json"

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from audiocnn.core.errors import ConfigError
 from audiocnn.models.blocks import BLOCKS, get_act, pool_nd
 
 __all__ = ["ClassifierHead", "ConvNet", "Stage"]
@@ -59,7 +60,7 @@ def _global_pool(x: torch.Tensor, kind: str) -> torch.Tensor:
         if x.ndim == 4:
             x = x.mean(2)
         return x.mean(-1) + x.amax(-1)
-    raise ValueError(f"unknown global_pool {kind!r}; use avg, max, avgmax or flatten")
+    raise ConfigError(f"unknown global_pool {kind!r}; use avg, max, avgmax or flatten")
 
 
 class ClassifierHead(nn.Module):
@@ -129,7 +130,7 @@ class ConvNet(nn.Module):
                  act_layer: str = "relu"):
         super().__init__()
         if dims not in (1, 2):
-            raise ValueError(f"dims must be 1 or 2, got {dims}")
+            raise ConfigError(f"dims must be 1 or 2, got {dims}")
         self.dims = dims
         self.in_chans = in_chans
         self.num_classes = num_classes
@@ -144,7 +145,7 @@ class ConvNet(nn.Module):
         in_features = chans
         if global_pool == "flatten":
             if input_size is None:
-                raise ValueError("global_pool='flatten' needs input_size=(in_chans, ...) to infer the flatten width")
+                raise ConfigError("global_pool='flatten' needs input_size=(in_chans, ...) to infer the flatten width")
             in_features = self._infer_flatten(input_size, head_pool_size)
         self.head = ClassifierHead(in_features, num_classes, **self._head_args)
         self.num_features = self.head.num_features

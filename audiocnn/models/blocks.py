@@ -10,7 +10,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from audiocnn.registry import Registry
+from audiocnn.core.errors import ConfigError
+from audiocnn.core.registry import Registry
 
 __all__ = ["BLOCKS", "BasicBlock", "Bottleneck", "ConvNormAct", "DenseBlock", "DenseLayer", "DropPath", "Inception",
            "InvertedResidual", "NormAct", "SqueezeExcite", "Transition", "VGGBlock", "get_act", "get_norm", "conv_nd",
@@ -29,7 +30,7 @@ def get_act(name: str | Callable[[], nn.Module] | None) -> nn.Module:
     if callable(name) and not isinstance(name, str):
         return name()
     if name not in _ACTS:
-        raise ValueError(f"unknown act_layer {name!r}; choose from {', '.join(_ACTS)}")
+        raise ConfigError(f"unknown act_layer {name!r}; choose from {', '.join(_ACTS)}")
     act = _ACTS[name]
     return act(inplace=True) if act in (nn.ReLU, nn.ReLU6, nn.SiLU, nn.ELU, nn.LeakyReLU) else act()
 
@@ -47,7 +48,7 @@ def get_norm(name: str | Callable[[int], nn.Module] | None, num_features: int, d
         return nn.GroupNorm(min(32, num_features), num_features)
     if name == "layernorm":
         return nn.GroupNorm(1, num_features)
-    raise ValueError(f"unknown norm_layer {name!r}; choose from batchnorm, groupnorm, layernorm, none")
+    raise ConfigError(f"unknown norm_layer {name!r}; choose from batchnorm, groupnorm, layernorm, none")
 
 
 def conv_nd(dims: int, *args, **kwargs) -> nn.Module:
@@ -62,7 +63,7 @@ def pool_nd(kind: str, dims: int, size: int | tuple, stride: int | tuple | None 
     elif kind == "avg":
         cls = nn.AvgPool1d if dims == 1 else nn.AvgPool2d
     else:
-        raise ValueError(f"unknown pool {kind!r}; use max or avg")
+        raise ConfigError(f"unknown pool {kind!r}; use max or avg")
     return cls(size, stride=stride, padding=padding, ceil_mode=ceil_mode)
 
 
@@ -257,9 +258,9 @@ class Inception(nn.Module):
                  ch3x3: int, ch5x5red: int, ch5x5: int, pool_proj: int, large_kernel: int = 5):
         super().__init__()
         if not _unit_stride(stride):
-            raise ValueError("an inception cell keeps the resolution; pool in the stage spec instead of a stride")
+            raise ConfigError("an inception cell keeps the resolution; pool in the stage spec instead of a stride")
         if ch1x1 + ch3x3 + ch5x5 + pool_proj != out_chans:
-            raise ValueError(f"inception branches give {ch1x1 + ch3x3 + ch5x5 + pool_proj} channels "
+            raise ConfigError(f"inception branches give {ch1x1 + ch3x3 + ch5x5 + pool_proj} channels "
                              f"({ch1x1}+{ch3x3}+{ch5x5}+{pool_proj}), but the stage says out_chans={out_chans}")
 
         def conv(cin: int, cout: int, k: int) -> ConvNormAct:
@@ -292,7 +293,7 @@ def norm_act(in_chans: int, out_chans: int, *, stride: int | tuple = 1, dims: in
              norm_layer: str | None = "batchnorm", act_layer: str | None = "relu") -> NormAct:
     """A final norm -> act stage (DenseNet's ``norm5`` + ReLU before the pool); keeps the channel count."""
     if in_chans != out_chans or not _unit_stride(stride):
-        raise ValueError(f"norm_act keeps the shape: got {in_chans} -> {out_chans} channels, stride {stride}")
+        raise ConfigError(f"norm_act keeps the shape: got {in_chans} -> {out_chans} channels, stride {stride}")
     return NormAct(in_chans, dims=dims, norm_layer=norm_layer, act_layer=act_layer)
 
 
@@ -332,9 +333,9 @@ class DenseBlock(nn.Module):
                  growth_rate: int = 32, bn_size: int = 4):
         super().__init__()
         if not _unit_stride(stride):
-            raise ValueError("a dense block keeps the resolution; downsample in a transition stage")
+            raise ConfigError("a dense block keeps the resolution; downsample in a transition stage")
         if in_chans + num_layers * growth_rate != out_chans:
-            raise ValueError(f"dense block: {in_chans} + {num_layers} x {growth_rate} = "
+            raise ConfigError(f"dense block: {in_chans} + {num_layers} x {growth_rate} = "
                              f"{in_chans + num_layers * growth_rate} channels, but the stage says {out_chans}")
         self.layers = nn.ModuleList(
             DenseLayer(in_chans + i * growth_rate, growth_rate, bn_size, dims=dims, norm_layer=norm_layer,

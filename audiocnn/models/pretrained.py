@@ -26,7 +26,8 @@ from typing import Callable, NamedTuple
 import torch
 from torch import nn
 
-from audiocnn.engine.checkpoint import FORMAT, clean_state_dict
+from audiocnn.core.errors import ConfigError, ModelError, NotFoundError
+from audiocnn.core.checkpoint import FORMAT, clean_state_dict
 from audiocnn.models.blocks import DenseBlock, Inception, InvertedResidual, NormAct, Transition
 
 __all__ = ["PretrainedError", "REFERENCE_LAYOUTS", "adapt_input_conv", "freeze", "load_pretrained",
@@ -35,8 +36,8 @@ __all__ = ["PretrainedError", "REFERENCE_LAYOUTS", "adapt_input_conv", "freeze",
 Pairs = list[tuple[str, str]]  # (reference module path, our module path)
 
 
-class PretrainedError(RuntimeError):
-    pass
+class PretrainedError(ModelError):
+    """A weights file does not fit the model; the message names the file, the keys and the shapes."""
 
 
 # --- reference (torchvision) layouts, one walker per family -------------------------------------------------------
@@ -231,7 +232,7 @@ def _listing(keys: list[str], limit: int = 12) -> str:
 def _read(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"model.pretrained: {path} not found")
+        raise NotFoundError(f"model.pretrained: {path} not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - an unpickling refusal or corruption
@@ -346,12 +347,12 @@ def freeze(network: nn.Module, spec: str | int) -> int:
         n = int(spec)
         stages = getattr(network, "stages", None)
         if stages is None:
-            raise ValueError(f"model.freeze={spec}: {type(network).__name__} has no stages; use 'backbone' or 'none'")
+            raise ConfigError(f"model.freeze={spec}: {type(network).__name__} has no stages; use 'backbone' or 'none'")
         if n > len(stages):
-            raise ValueError(f"model.freeze={spec}: the model has only {len(stages)} stages (after its stem)")
+            raise ConfigError(f"model.freeze={spec}: the model has only {len(stages)} stages (after its stem)")
         params = [p for m in (getattr(network, "stem", nn.Identity()), *stages[:n]) for p in m.parameters()]
     else:
-        raise ValueError(f"model.freeze={spec!r}: use 'none', 'backbone' or a number of stages")
+        raise ConfigError(f"model.freeze={spec!r}: use 'none', 'backbone' or a number of stages")
     for p in params:
         p.requires_grad_(False)
     return sum(p.numel() for p in params)

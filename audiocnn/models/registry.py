@@ -1,22 +1,67 @@
-"""``create_model(name, **kwargs)`` and ``list_models(pattern)``: the whole public surface of the zoo."""
+"""``create_model(name, **kwargs)`` and ``list_models(pattern)``: the whole public surface of the zoo.
+
+Each registered model declares its input contract as data (:class:`InputSpec`, as timm's ``pretrained_cfg``):
+the input rank it expects and whether it takes ``input_size``. The builder reads the contract; nothing inspects
+constructor signatures to decide how to call a model.
+"""
 from __future__ import annotations
 
 import difflib
 import inspect
+from dataclasses import dataclass
 from typing import Callable
 
 from torch import nn
 
-from audiocnn.registry import Registry
+from audiocnn.core.errors import ModelError
+from audiocnn.core.registry import Registry
+from audiocnn.models.backbone import ConvNet
 
-__all__ = ["MODELS", "accepts", "create_model", "list_models", "model_dims", "register_model"]
+__all__ = ["MODELS", "InputSpec", "create_model", "input_spec", "list_models", "register_model"]
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 
-def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-    """Register a model factory under its function name."""
-    return MODELS.register(fn.__name__)(fn)
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model expects as input.
+
+    Attributes:
+        dims: 2 for ``(batch, in_chans, height, width)`` (spectrograms as images), 1 for ``(batch, channels, time)``.
+        input_size: whether it takes ``input_size=(in_chans, *spatial)`` (flatten heads infer their width from it).
+    """
+
+    dims: int = 2
+    input_size: bool = True
+
+    def rank(self, args: dict) -> int:
+        """The rank with a recipe's ``model.args``: a model built with ``dims`` given runs at that rank."""
+        return int(args.get("dims", self.dims))
+
+
+_INPUTS: dict[str, InputSpec] = {}
+
+
+def register_model(fn: Callable[..., nn.Module] | None = None, *, dims: int = 2, input_size: bool = True):
+    """Register a model factory under its function name, with its input contract.
+
+    Example:
+        >>> @register_model(dims=1)
+        ... def tcn(**kwargs): ...
+    """
+
+    def deco(f: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        MODELS.register(f.__name__)(f)
+        _INPUTS[f.__name__] = InputSpec(dims=dims, input_size=input_size)
+        return f
+
+    return deco(fn) if fn is not None else deco
+
+
+def input_spec(name: str) -> InputSpec:
+    """The declared input contract of a registered model (an unknown name names the known ones)."""
+    MODELS.get(name)
+    return _INPUTS[name]
 
 
 def _accepted(fn: Callable) -> tuple[set[str], bool]:
@@ -26,13 +71,11 @@ def _accepted(fn: Callable) -> tuple[set[str], bool]:
 
 
 def create_model(name: str, **kwargs) -> nn.Module:
-    """Build a registered model; unknown keyword arguments are an error that names them.
+    """Build a registered model; unknown keyword arguments are a :class:`ModelError` that names them.
 
     Factories that forward ``**kwargs`` to :class:`~audiocnn.models.backbone.ConvNet` accept its
     arguments too (``drop_rate``, ``norm_layer``, ``act_layer``...).
     """
-    from audiocnn.models.backbone import ConvNet
-
     fn = MODELS.get(name)
     names, var_kw = _accepted(fn)
     if var_kw:
@@ -44,27 +87,10 @@ def create_model(name: str, **kwargs) -> nn.Module:
         for key in unknown:
             close = difflib.get_close_matches(key, sorted(names), n=1)
             hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise TypeError(f"model {name!r} does not take {', '.join(hints)}; it takes {', '.join(sorted(names))}")
+        raise ModelError(f"model {name!r} does not take {', '.join(hints)}; it takes {', '.join(sorted(names))}")
     return fn(**kwargs)
 
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching a glob pattern."""
     return MODELS.names(pattern)
-
-
-def accepts(name: str, arg: str) -> bool:
-    """Whether a model factory takes ``arg`` (directly, or through ``**kwargs`` passed on to ConvNet)."""
-    from audiocnn.models.backbone import ConvNet
-
-    names, var_kw = _accepted(MODELS.get(name))
-    return arg in names or (var_kw and arg in _accepted(ConvNet.__init__)[0])
-
-
-def model_dims(name: str, args: dict | None = None) -> int:
-    """1 or 2: the input rank a model expects, from ``args['dims']`` or the factory's default (2 if absent)."""
-    args = args or {}
-    if "dims" in args:
-        return int(args["dims"])
-    param = inspect.signature(MODELS.get(name)).parameters.get("dims")
-    return 2 if param is None or param.default is inspect.Parameter.empty else int(param.default)

@@ -34,13 +34,18 @@ def model_summary(model: nn.Module, example: torch.Tensor, *, max_depth: int = 3
 
     Modules deeper than ``max_depth`` are folded into their ancestor's row (parameters included).
     """
-    rows: list[LayerRow] = []
+    rows: list[LayerRow | None] = []
     hooks = []
     activations = 0
+    open_rows: dict[int, list[int]] = {}  # module id -> row slots claimed at call time, innermost last
 
     def fold(m: nn.Module) -> tuple[int, int]:
         total = sum(p.numel() for p in m.parameters())
         return total, sum(p.numel() for p in m.parameters() if p.requires_grad)
+
+    def claim(mod, inp):  # a module's row goes where its call starts, so a parent precedes its children
+        open_rows.setdefault(id(mod), []).append(len(rows))
+        rows.append(None)
 
     for name, m in model.named_modules():
         depth = name.count(".") + 1 if name else 0
@@ -55,8 +60,9 @@ def model_summary(model: nn.Module, example: torch.Tensor, *, max_depth: int = 3
             params, trainable = fold(mod) if leaf else _own_params(mod)
             if leaf and isinstance(out, torch.Tensor):
                 activations += out.numel() * out.element_size()
-            rows.append(LayerRow(name, type(mod).__name__, depth, shape, params, trainable))
+            rows[open_rows[id(mod)].pop()] = LayerRow(name, type(mod).__name__, depth, shape, params, trainable)
 
+        hooks.append(m.register_forward_pre_hook(claim))
         hooks.append(m.register_forward_hook(hook))
     was_training = model.training
     model.eval()
@@ -70,6 +76,7 @@ def model_summary(model: nn.Module, example: torch.Tensor, *, max_depth: int = 3
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     mb = 1024 ** 2
+    rows = [r for r in rows if r is not None]  # a call that raised leaves no row
     return {"rows": rows, "total_params": total, "trainable_params": trainable,
             "input_mb": example.numel() * example.element_size() / mb,
             "activations_mb": activations / mb, "params_mb": param_bytes / mb,

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from audiocnn.core.errors import ConfigError
 from audiocnn.models.backbone import ConvNet, Stage
 from audiocnn.models.blocks import BLOCKS, get_act
 from audiocnn.models.registry import register_model
@@ -50,12 +51,12 @@ def receptive_field(module: nn.Module) -> int:
 
 def _check_causal(name: str, stride: int, dims: int, norm_layer: str | None) -> None:
     if dims != 1:
-        raise ValueError(f"{name} blocks are 1-D (time); got dims={dims}")
+        raise ConfigError(f"{name} blocks are 1-D (time); got dims={dims}")
     if stride != 1:
-        raise ValueError(f"{name} blocks keep the time resolution; got stride={stride} (use stride 1)")
+        raise ConfigError(f"{name} blocks keep the time resolution; got stride={stride} (use stride 1)")
     if norm_layer not in (None, "none"):
         # batch/group/layer norm statistics span the time axis and would leak future frames into the past
-        raise ValueError(f"{name} blocks take norm_layer='none' (got {norm_layer!r}): norms over time break causality")
+        raise ConfigError(f"{name} blocks take norm_layer='none' (got {norm_layer!r}): norms over time break causality")
 
 
 @BLOCKS.register("tcn")
@@ -135,7 +136,7 @@ class WaveNetStack(nn.Module):
         _check_causal("wavenet_stack", stride, dims, norm_layer)
         self.residual_chans, self.skip_chans = residual_chans, out_chans - residual_chans
         if self.skip_chans < 1 or in_chans not in (residual_chans, out_chans):
-            raise ValueError(f"wavenet_stack: out_chans={out_chans} must be residual_chans={residual_chans} + skip "
+            raise ConfigError(f"wavenet_stack: out_chans={out_chans} must be residual_chans={residual_chans} + skip "
                              f"channels, and in_chans={in_chans} either residual_chans or out_chans")
         self.packed_input = in_chans == out_chans
         self.layers = nn.ModuleList(
@@ -189,7 +190,7 @@ class CausalConvNet(ConvNet):
         return receptive_field(self)
 
 
-@register_model
+@register_model(dims=1)
 def tcn(*, num_classes: int = 10, in_chans: int = 1, dims: int = 1, channels: Sequence[int] = (64, 64, 64, 64, 64),
         kernel_size: int = 3, block_drop: float = 0.1, drop_rate: float = 0.0, init_std: float | None = None,
         global_pool: str = "avg", **kwargs) -> CausalConvNet:
@@ -216,7 +217,7 @@ def tcn(*, num_classes: int = 10, in_chans: int = 1, dims: int = 1, channels: Se
                          drop_rate=drop_rate, **kwargs)
 
 
-@register_model
+@register_model(dims=1)
 def wavenet(*, num_classes: int = 10, in_chans: int = 1, dims: int = 1, stacks: int = 2, layers: int = 6,
             residual_chans: int = 64, gate_chans: int | None = None, skip_chans: int = 64, out_chans: int = 128,
             kernel_size: int = 2, input_kernel_size: int = 1, block_drop: float = 0.0, drop_rate: float = 0.1,

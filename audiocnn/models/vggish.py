@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from audiocnn.engine.checkpoint import clean_state_dict
+from audiocnn.core.errors import ModelError
+from audiocnn.core.checkpoint import clean_state_dict
 from audiocnn.models.backbone import ConvNet, Stage
 from audiocnn.models.registry import register_model
 
@@ -89,7 +90,7 @@ def vggish_tiny(*, num_classes: int = EMBEDDING_SIZE, in_chans: int = 1, input_s
 
 # --- weights -------------------------------------------------------------------------------------------------------
 
-class VGGishWeightsError(RuntimeError):
+class VGGishWeightsError(ModelError):
     """A weights or PCA file does not fit VGGish; the message names the file, the keys and the shapes."""
 
 

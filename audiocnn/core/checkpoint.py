@@ -14,16 +14,13 @@ import numpy as np
 import torch
 
 import audiocnn
-from audiocnn.utils import atomic_write
+from audiocnn.core.errors import CheckpointError
+from audiocnn.core.io import atomic_write
 
 __all__ = ["CheckpointError", "capture_rng", "clean_state_dict", "load_checkpoint", "restore_rng", "save_checkpoint"]
 
 FORMAT = "audiocnn-checkpoint"
 VERSION = 1
-
-
-class CheckpointError(RuntimeError):
-    pass
 
 
 def capture_rng(loader_generator: torch.Generator | None = None) -> dict[str, Any]:
@@ -54,12 +51,18 @@ def restore_rng(state: dict[str, Any], loader_generator: torch.Generator | None 
 
 
 def clean_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Strip ``_orig_mod.`` (torch.compile) and ``module.`` (DDP) prefixes so any checkpoint loads."""
+    """Strip the wrappers' prefixes so any checkpoint loads into the plain model.
+
+    ``module.`` (DDP, DataParallel) and ``_orig_mod.`` (torch.compile) are removed only as whole leading path
+    components, and ``_orig_mod`` wherever it stands (a compiled submodule); a layer whose own name contains them
+    (``enc.submodule.weight``) keeps its key.
+    """
     out = {}
     for key, value in state_dict.items():
-        for prefix in ("_orig_mod.", "module."):
-            key = key.replace(prefix, "") if key.startswith(prefix) or f".{prefix}" in key else key
-        out[key] = value
+        parts = key.split(".")
+        while len(parts) > 1 and parts[0] in ("module", "_orig_mod"):
+            parts = parts[1:]
+        out[".".join(p for p in parts if p != "_orig_mod")] = value
     return out
 
 

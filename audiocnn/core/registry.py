@@ -1,9 +1,12 @@
-"""A tiny name -> factory registry, used for models and datasets (no class paths in YAML)."""
+"""A tiny name -> factory registry, used for models, datasets, tasks, front-ends and modalities (no class paths in
+YAML)."""
 from __future__ import annotations
 
 import difflib
 import fnmatch
 from typing import Callable, Generic, TypeVar
+
+from audiocnn.core.errors import UnknownNameError
 
 __all__ = ["Registry"]
 
@@ -38,7 +41,7 @@ class Registry(Generic[F]):
         if name not in self._items:
             close = difflib.get_close_matches(name, list(self._items), n=3)
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise KeyError(f"unknown {self.kind} {name!r}{hint}; known: {', '.join(sorted(self._items))}")
+            raise UnknownNameError(f"unknown {self.kind} {name!r}{hint}; known: {', '.join(sorted(self._items))}")
         return self._items[name]
 
     def names(self, pattern: str = "*") -> list[str]:

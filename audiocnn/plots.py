@@ -6,7 +6,7 @@ with Agg. Spectrogram panels have time in seconds,
 frequency in Hz and a colour bar in dB, whatever the front-end's kind or backend.
 
 Example:
-    >>> fig, arrays = signal_figure(wave, 16000, FrontendConfig(kind="logmel"))
+    >>> fig, arrays = signal_figure(wave, 16000, FrontendSettings(kind="logmel"))
     >>> fig.savefig("clip.png"); arrays["mel"].shape       # (n_mels, frames), as the front-end computes it
 """
 from __future__ import annotations
@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from audiocnn.config import FrontendConfig
-from audiocnn.utils import atomic_write
+from audiocnn.features import FrontendSettings
+from audiocnn.core.io import atomic_write
 
 TIMING_COLUMNS = ("time_s", "train_time_s", "train_samples", "samples_per_s", "data_wait")
 """Columns of metrics.csv that measure speed (written by the engine every epoch), not learning."""
@@ -116,7 +116,7 @@ def learning_curves(rows: Sequence[dict[str, Any]], *, monitor: str = "", best_e
 # Front-end outputs
 
 
-def display_db(features: np.ndarray, cfg: FrontendConfig) -> tuple[np.ndarray, str]:
+def display_db(features: np.ndarray, cfg: FrontendSettings) -> tuple[np.ndarray, str]:
     """A front-end output on a dB colour scale, and the colour bar's label.
 
     ``logmel``/``cqt`` with ``log: db`` are dB already and come back unchanged, as are ``mfcc``
@@ -132,7 +132,7 @@ def display_db(features: np.ndarray, cfg: FrontendConfig) -> tuple[np.ndarray, s
     return features, ""
 
 
-def feature_panel(ax, features: np.ndarray, cfg: FrontendConfig, sample_rate: int, *, colorbar_ax=None,
+def feature_panel(ax, features: np.ndarray, cfg: FrontendSettings, sample_rate: int, *, colorbar_ax=None,
                   title: str = "", colorbar: bool = True, f_min: float | None = None, f_max: float | None = None):
     """Draw one front-end output ``(n_features, frames)``: seconds across, Hz up, colour bar in dB.
 
@@ -169,7 +169,7 @@ def feature_panel(ax, features: np.ndarray, cfg: FrontendConfig, sample_rate: in
     return mesh
 
 
-def signal_figure(wave: np.ndarray, sample_rate: int, cfg: FrontendConfig, *,
+def signal_figure(wave: np.ndarray, sample_rate: int, cfg: FrontendSettings, *,
                   title: str = "") -> tuple[Figure, dict[str, np.ndarray]]:
     """Waveform, STFT spectrogram, mel spectrogram and MFCCs of one wave, as ``cfg`` computes them.
 
@@ -181,8 +181,6 @@ def signal_figure(wave: np.ndarray, sample_rate: int, cfg: FrontendConfig, *,
     Returns:
         The figure and the arrays it draws (before :func:`display_db`), by panel name.
     """
-    from audiocnn.features import build_frontend
-
     wave = np.asarray(wave, dtype=np.float32).reshape(-1)
     names = list(SIGNAL_PANELS) + (["cqt"] if cfg.kind == "cqt" else [])
     arrays: dict[str, np.ndarray] = {"waveform": wave}
@@ -191,7 +189,7 @@ def signal_figure(wave: np.ndarray, sample_rate: int, cfg: FrontendConfig, *,
         panel_cfg = dataclasses.replace(cfg, kind=_PANEL_KIND[name])
         if name != "cqt" and cfg.kind == "cqt":
             panel_cfg.f_min = 0.0  # a CQT recipe's f_min is the lowest note, not a mel band edge
-        frontends[name] = build_frontend(panel_cfg, sample_rate)
+        frontends[name] = FrontendSettings.of(panel_cfg).build(sample_rate)
         with torch.no_grad():
             arrays[name] = frontends[name](torch.from_numpy(wave)[None])[0].numpy()
     heights = [1.0] + [1.6] * (len(names) - 1)
@@ -214,7 +212,7 @@ def signal_figure(wave: np.ndarray, sample_rate: int, cfg: FrontendConfig, *,
         fe = frontends[name]
         if name == "mfcc":
             label += "  (colours scaled to c1 and up; c0 saturates)"
-        feature_panel(ax, arrays[name], fe.cfg, sample_rate, colorbar_ax=fig.add_subplot(grid[row, 1]),
+        feature_panel(ax, arrays[name], fe.settings, sample_rate, colorbar_ax=fig.add_subplot(grid[row, 1]),
                       title=label, f_min=fe.f_min, f_max=fe.f_max)
         if row < len(names) - 1:
             ax.set_xlabel("")
@@ -226,7 +224,7 @@ def signal_figure(wave: np.ndarray, sample_rate: int, cfg: FrontendConfig, *,
     return fig, arrays
 
 
-def thumbnail(features: np.ndarray, cfg: FrontendConfig, sample_rate: int, *, f_min: float | None = None,
+def thumbnail(features: np.ndarray, cfg: FrontendSettings, sample_rate: int, *, f_min: float | None = None,
               f_max: float | None = None) -> Figure:
     """A small spectrogram ``(n_features, frames)`` (or a wave ``(1, time)`` for ``kind: waveform``)."""
     fig = Figure(figsize=(3.6, 2.0))

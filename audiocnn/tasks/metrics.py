@@ -1,4 +1,4 @@
-"""Metrics per task type, computed with scikit-learn on numpy arrays.
+"""Metrics per task type, computed with scikit-learn on numpy arrays (each :class:`~audiocnn.tasks.Task` calls its own).
 
 ``outputs`` are what the model's task activation gives: class probabilities ``(n, classes)`` for
 multiclass, ``(n,)`` positive-class probabilities for binary, ``(n, labels)`` sigmoid outputs for
@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 from sklearn import metrics as skm
 
-__all__ = ["classification_report", "compute_metrics", "confusion_matrix"]
+__all__ = ["binary", "classification_report", "confusion_matrix", "multiclass", "multilabel", "regression"]
 
 
-def _multiclass(probs: np.ndarray, target: np.ndarray, top_k: int) -> dict[str, float]:
+def multiclass(probs: np.ndarray, target: np.ndarray, top_k: int) -> dict[str, float]:
     pred = probs.argmax(1)
     out = {
         "accuracy": float(skm.accuracy_score(target, pred)),
@@ -25,7 +25,7 @@ def _multiclass(probs: np.ndarray, target: np.ndarray, top_k: int) -> dict[str, 
     return out
 
 
-def _binary(prob: np.ndarray, target: np.ndarray) -> dict[str, float]:
+def binary(prob: np.ndarray, target: np.ndarray) -> dict[str, float]:
     pred = (prob >= 0.5).astype(int)
     target = target.astype(int)
     out = {
@@ -38,7 +38,7 @@ def _binary(prob: np.ndarray, target: np.ndarray) -> dict[str, float]:
     return out
 
 
-def _multilabel(prob: np.ndarray, target: np.ndarray) -> dict[str, float]:
+def multilabel(prob: np.ndarray, target: np.ndarray) -> dict[str, float]:
     pred = (prob >= 0.5).astype(int)
     target = target.astype(int)
     has_pos = target.sum(0) > 0
@@ -57,7 +57,7 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum() / denom) if denom > 0 else float("nan")
 
 
-def _regression(pred: np.ndarray, target: np.ndarray, names: list[str]) -> dict[str, float]:
+def regression(pred: np.ndarray, target: np.ndarray, names: list[str]) -> dict[str, float]:
     pred, target = pred.reshape(len(pred), -1), target.reshape(len(target), -1)
     out = {"mse": float(((pred - target) ** 2).mean()), "mae": float(np.abs(pred - target).mean())}
     rs = [_pearson(pred[:, j], target[:, j]) for j in range(target.shape[1])]
@@ -68,41 +68,15 @@ def _regression(pred: np.ndarray, target: np.ndarray, names: list[str]) -> dict[
     return out
 
 
-def compute_metrics(task: str, outputs: np.ndarray, target: np.ndarray, labels: list[str], top_k: int = 3) -> dict[str, float]:
-    """Scalar metrics for one split. See the module docstring for the shapes."""
-    if len(target) == 0:
-        return {}
-    if task == "multiclass":
-        return _multiclass(outputs, target.astype(int), top_k)
-    if task == "binary":
-        return _binary(outputs.reshape(-1), target.reshape(-1))
-    if task == "multilabel":
-        return _multilabel(outputs, target)
-    if task == "regression":
-        return _regression(outputs, target, labels)
-    raise ValueError(f"unknown task {task!r}")
+def confusion_matrix(pred: np.ndarray, target: np.ndarray, n_classes: int) -> np.ndarray:
+    """Rows: true class; columns: predicted class, both class indices."""
+    return skm.confusion_matrix(target.astype(int), pred.astype(int), labels=np.arange(n_classes))
 
 
-def confusion_matrix(task: str, outputs: np.ndarray, target: np.ndarray, n_classes: int) -> np.ndarray:
-    """Rows: true class; columns: predicted class (multiclass and binary)."""
-    if task == "binary":
-        pred, target, n_classes = (outputs.reshape(-1) >= 0.5).astype(int), target.reshape(-1).astype(int), 2
-    else:
-        pred, target = outputs.argmax(1), target.astype(int)
-    return skm.confusion_matrix(target, pred, labels=np.arange(n_classes))
-
-
-def classification_report(task: str, outputs: np.ndarray, target: np.ndarray, labels: list[str]) -> dict:
-    """Per-class precision, recall, F1 and support (multiclass, binary, multi-label)."""
-    if task == "regression":
-        return {}
-    if task == "multilabel":
-        pred, y = (outputs >= 0.5).astype(int), target.astype(int)
-    elif task == "binary":
-        pred, y = (outputs.reshape(-1) >= 0.5).astype(int), target.reshape(-1).astype(int)
-    else:
-        pred, y = outputs.argmax(1), target.astype(int)
-    idx = None if task == "multilabel" else np.arange(len(labels))
-    p, r, f, s = skm.precision_recall_fscore_support(y, pred, labels=idx, zero_division=0)
+def classification_report(pred: np.ndarray, target: np.ndarray, labels: list[str], *, per_column: bool = False) -> dict:
+    """Per-class precision, recall, F1 and support. ``per_column``: ``pred``/``target`` are multi-hot
+    ``(n, labels)``; else class indices ``(n,)``."""
+    idx = None if per_column else np.arange(len(labels))
+    p, r, f, s = skm.precision_recall_fscore_support(target.astype(int), pred.astype(int), labels=idx, zero_division=0)
     return {name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
             for i, name in enumerate(labels)}

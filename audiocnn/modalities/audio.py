@@ -1,0 +1,129 @@
+"""Audio: waveforms through a spectrogram front-end, per-frequency normalisation and SpecAugment.
+
+    wave (batch, time) -> frontend -> (batch, n_features, frames) -> FrequencyNorm -> mixup, SpecAugment (training)
+    -> 2-D network: (batch, 1, n_features, frames) | 1-D network: (batch, n_features, frames) -> logits
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from audiocnn.audio import AUDIO_EXTENSIONS, load_audio, sliding_windows
+from audiocnn.config import Config
+from audiocnn.data import AudioCache, AudioDataset, build_loaders, build_splits, collate, prepare_splits
+from audiocnn.features import KINDS, FrequencyNorm, FrontendSettings, SpecAugment
+from audiocnn.features import mix as apply_mix
+from audiocnn.models.registry import InputSpec
+from audiocnn.modalities.base import Data, InputParts, Modality, register_modality
+from audiocnn.modalities.classifier import Classifier, Mix
+from audiocnn.plots import thumbnail
+
+__all__ = ["AudioClassifier", "AudioModality"]
+
+
+class AudioClassifier(Classifier):
+    """Waveform in, logits out (see the module docstring).
+
+    Args:
+        frontend: waveform -> ``(batch, n_features, frames)``; its kernels are not saved.
+        network: a model with ``dims``, ``forward_features`` and ``forward_head`` (a :class:`ConvNet`).
+        augment: spectrogram augmentation, active only in training mode.
+    """
+
+    modality = "audio"
+
+    def __init__(self, frontend: nn.Module, network: nn.Module, augment: nn.Module | None = None):
+        super().__init__(frontend, FrequencyNorm(frontend.n_features), network, augment)
+
+    def spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
+        """``(batch, time) -> (batch, n_features, frames)``, normalised, float32."""
+        return self.norm(self.frontend(wave))
+
+    def network_input(self, wave: torch.Tensor, mix: Mix | None = None) -> torch.Tensor:
+        spec = self.augment(apply_mix(self.spectrogram(wave), mix))
+        return spec.unsqueeze(1) if self.network.dims == 2 else spec
+
+
+@register_modality
+class AudioModality(Modality):
+    name = "audio"
+    kinds = KINDS
+    normalize = "per_frequency"
+    augment_keys = ("freq_masks", "time_masks", "gain_db", "mixup_alpha")
+    extensions = AUDIO_EXTENSIONS
+    waveforms = True
+
+    def load_data(self, cfg: Config) -> Data:
+        splits = build_splits(cfg.data)
+        cache = AudioCache(cfg.data.cache_dir or None, cfg.data.sample_rate, dataset=cfg.data.name)
+        # Checked here so Data.splits holds exactly the examples the loaders serve (skipped files removed).
+        splits = prepare_splits(splits, cache, on_error=cfg.data.on_error)
+        return Data(splits, build_loaders(cfg.data, splits, cache, seed=cfg.trainer.seed), cache)
+
+    def normalizer_batches(self, cfg: Config, data: Data) -> torch.utils.data.DataLoader:
+        d = cfg.data
+        ds = AudioDataset(data.splits.train, data.cache, task=d.task, num_samples=_samples(d.duration, d.sample_rate),
+                          mode="center", hop_samples=_samples(d.window_hop, d.sample_rate), seed=cfg.trainer.seed)
+        return torch.utils.data.DataLoader(ds, batch_size=d.batch_size, collate_fn=collate)
+
+    def input_parts(self, cfg: Config) -> InputParts:
+        frontend = FrontendSettings.of(cfg.frontend).build(cfg.data.sample_rate)
+        a = cfg.augment
+        augment = None
+        if a.freq_masks or a.time_masks:
+            augment = SpecAugment(freq_masks=a.freq_masks, freq_mask_param=a.freq_mask_param,
+                                  time_masks=a.time_masks, time_mask_param=a.time_mask_param)
+        frames = frontend.num_frames(_samples(cfg.data.duration, cfg.data.sample_rate))
+        return InputParts(frontend, augment, frontend.n_features, (frames,))
+
+    def network_args(self, parts: InputParts, spec: InputSpec, args: dict) -> dict:
+        if spec.rank(args) == 1:  # the features are the channels
+            out = {"in_chans": parts.n_features}
+            size = (parts.n_features, *parts.spatial)
+        else:  # the spectrogram is a one-channel image
+            out = {"in_chans": args.get("in_chans", 1)}
+            size = (out["in_chans"], parts.n_features, *parts.spatial)
+        if spec.input_size and "input_size" not in args:
+            out["input_size"] = size
+        return out
+
+    def classifier(self, parts: InputParts, network: nn.Module) -> AudioClassifier:
+        return AudioClassifier(parts.frontend, network, parts.augment)
+
+    def example_input(self, cfg: Config, model: Classifier, batch_size: int) -> tuple[torch.Tensor, str]:
+        n = _samples(cfg.data.duration, cfg.data.sample_rate)
+        return torch.zeros(batch_size, n), f"{cfg.frontend.kind} ({cfg.frontend.backend}) of {n} samples"
+
+    def read_file(self, cfg: Config, path: Path, *, hop: float | None = None) -> tuple[torch.Tensor, dict]:
+        """Sliding windows ``(n_windows, samples)`` of the file (a short file: one zero-padded window)."""
+        sr = cfg.data.sample_rate
+        wave = load_audio(path, sr)
+        windows = sliding_windows(wave, _samples(cfg.data.duration, sr),
+                                  _samples(hop if hop is not None else cfg.data.window_hop, sr))
+        info = {"duration_s": round(len(wave) / sr, 3), "windows": len(windows)}
+        return torch.from_numpy(np.ascontiguousarray(windows)), info
+
+    def describe_input(self, cfg: Config, model: Classifier) -> str:
+        fe = cfg.frontend
+        mels = f", {fe.n_mels} mels" if fe.kind in ("mel", "logmel", "mfcc") else ""
+        return (f"{cfg.data.sample_rate} Hz, {cfg.data.duration:g} s crops · {fe.kind} ({fe.backend}), "
+                f"n_fft {fe.n_fft}, hop {fe.hop_length}{mels}")
+
+    def input_name(self, cfg: Config) -> str:
+        if cfg.frontend.kind == "waveform":
+            return "wave"
+        return ("normalised " if cfg.frontend.normalize != "none" else "") + "spectrogram"
+
+    def preview(self, cfg: Config, model: Classifier, x: torch.Tensor):
+        fe = model.frontend
+        feats = fe(x[None].to(next(model.parameters()).device))[0].cpu().numpy()
+        fig = thumbnail(feats, fe.settings, cfg.data.sample_rate, f_min=getattr(fe, "f_min", None),
+                        f_max=getattr(fe, "f_max", None))
+        return fig, x.cpu().numpy()
+
+
+def _samples(seconds: float, sample_rate: int) -> int:
+    return int(round(seconds * sample_rate))
