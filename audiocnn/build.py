@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from audiocnn.config import Config
 from audiocnn.models import create_model
-from audiocnn.models.pretrained import freeze, load_pretrained
+from audiocnn.models.pretrained import freeze, load_pretrained, read_weights
 from audiocnn.models.registry import input_spec
 from audiocnn.modalities import Classifier, Modality, modality_of
 from audiocnn.tasks import get_task
@@ -32,6 +32,8 @@ def check_recipe(cfg: Config) -> Modality:
     get_task(cfg.data.task)
     input_spec(cfg.model.name)
     modality.input_parts(cfg)  # front-end settings: a ConfigError naming the key
+    if cfg.model.pretrained:  # a file that is missing or holds no weights fails before any work
+        read_weights(cfg.model.pretrained)
     return modality
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from audiocnn.core.errors import AudiocnnError, ConfigError
 from audiocnn.commands import summary
@@ -60,7 +61,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _failed(failed: int, total: int) -> int:
+    """Exit status of a command over many inputs: 0 when all were done, else 1 with a summary line."""
+    if failed:
+        print(f"{failed} of {total} inputs failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
+    if args.json and Path(args.json).is_dir():
+        raise ConfigError(f"--json {args.json} is a folder; give a file name, e.g. {Path(args.json) / 'preds.json'}")
     results = predict_files(args.run_dir, args.inputs, top_k=args.top_k, checkpoint=args.checkpoint,
                             device=args.device, hop=args.hop)
     if not results:
@@ -78,7 +88,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.json:
         atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")
         print(f"wrote {args.json}")
-    return 0 if failed < len(results) else 1
+    return _failed(failed, len(results))
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
@@ -108,7 +118,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         if is_main:
             print("no audio files found in the inputs", file=sys.stderr)
         return 1
-    return 0 if summary["errors"] < len(summary["rows"]) else 1
+    return _failed(summary["errors"], len(summary["rows"])) if is_main else (1 if summary["errors"] else 0)
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
@@ -156,6 +166,28 @@ def _cmd_list_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _at_least(low: float, kind=int):
+    """An argparse type: a number >= ``low`` (argparse reports a bad one as a usage error, exit 2)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not value >= low or value != value:
+            raise argparse.ArgumentTypeError(f"{text} must be {'at least ' + str(low) if low else 'positive'}")
+        return value
+
+    return parse
+
+
+def _positive(text: str) -> float:
+    value = _at_least(0.0, float)(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"{text} must be positive")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="audiocnn", description="Audio classification with CNNs on spectrograms.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -176,8 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("predict", help="top-k labels for audio (or, for image runs, image) files or folders")
     pr.add_argument("run_dir")
     pr.add_argument("inputs", nargs="+", help="files or folders (audio; png/jpg for image runs)")
-    pr.add_argument("--top-k", type=int, default=3)
-    pr.add_argument("--hop", type=float, default=None, help="seconds between windows (default: the recipe's)")
+    pr.add_argument("--top-k", type=_at_least(1), default=3)
+    pr.add_argument("--hop", type=_positive, default=None, help="seconds between windows (default: the recipe's)")
     pr.add_argument("--checkpoint", default="best")
     pr.add_argument("--device", default=None)
     pr.add_argument("--json", help="also write the results to this JSON file")
@@ -187,9 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("target", help="a recipe YAML or a registered model name")
     s.add_argument("overrides", nargs="*", help="dotted overrides for a recipe")
     s.add_argument("--input-shape", default="1,1,64,101", help="for a model name: batch,channels,height,width")
-    s.add_argument("--num-classes", type=int, default=0)
-    s.add_argument("--batch-size", type=int, default=1)
-    s.add_argument("--depth", type=int, default=3, help="nesting depth of the table")
+    s.add_argument("--num-classes", type=_at_least(0), default=0)
+    s.add_argument("--batch-size", type=_at_least(1), default=1)
+    s.add_argument("--depth", type=_at_least(1), default=3, help="nesting depth of the table")
     s.set_defaults(func=_cmd_summary)
 
     sh = sub.add_parser("show", help="waveform, spectrogram, mel spectrogram and MFCCs of an audio file, as a figure")
@@ -201,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="a self-contained report.html for a run folder")
     r.add_argument("run_dir")
     r.add_argument("--split", default="test", help="test (default), val, train, or an extra test split of the recipe")
-    r.add_argument("--examples", type=int, default=4, help="correct and wrong examples shown, each (default: 4)")
+    r.add_argument("--examples", type=_at_least(0), default=4, help="correct and wrong examples shown, each (default: 4)")
     r.add_argument("--checkpoint", default=None, help="best, last or a .pt path (default: the evaluated one)")
     r.add_argument("--device", default=None)
     r.add_argument("--out", default=None, help="where to write the page (default: RUN_DIR/report.html)")
@@ -214,9 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--weights", default=None, help="vggish: weights file, e.g. vggish-10086976.pth")
     em.add_argument("--pca", default=None, help="vggish: PCA file (vggish_pca_params-970ea276.pth or .npz): "
                                                 "PCA, clip and 8-bit quantisation as the released embeddings")
-    em.add_argument("--hop", type=float, default=None, help="seconds between windows (default: vggish 0.96, "
+    em.add_argument("--hop", type=_positive, default=None, help="seconds between windows (default: vggish 0.96, "
                                                             "a run its data.window_hop)")
-    em.add_argument("--batch-size", type=int, default=128, help="windows per forward pass, across files")
+    em.add_argument("--batch-size", type=_at_least(1), default=128, help="windows per forward pass, across files")
     em.add_argument("--format", default="npy", choices=["npy", "parquet", "csv"])
     em.add_argument("--pool", default="mean", choices=["mean", "max", "none"], help="clip embedding from the windows")
     em.add_argument("--pad-short", action=argparse.BooleanOptionalAction, default=None,
@@ -236,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     pb.add_argument("--label-column", default=None, help="default: label, category, class or target")
     pb.add_argument("--path-column", default=None, help="default: path, flac_path, filepath, file or filename")
     pb.add_argument("--fold-column", default=None, help="default: fold if present; none: stratified folds")
-    pb.add_argument("--folds", type=int, default=5, help="stratified folds when there is no fold column")
+    pb.add_argument("--folds", type=_at_least(2), default=5, help="stratified folds when there is no fold column")
     pb.add_argument("--seed", type=int, default=0)
     pb.add_argument("--out", default=None, help="JSON results (default: EMBED_DIR/probe_<classifier>.json)")
     pb.set_defaults(func=_cmd_probe)
@@ -257,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     mk.add_argument("overrides", nargs="*", help="data.* settings, e.g. data.test_groups=[1,2] data.num_per_class=4")
     mk.add_argument("--out", required=True, help="folder receiving the task folder <dataset>/")
     mk.add_argument("--root", default=None, help="the dataset's folder (default: ${AUDIOCNN_DATA:-data}/<dataset>)")
-    mk.add_argument("--sample-rates", type=int, nargs="+", default=[16000], metavar="HZ",
+    mk.add_argument("--sample-rates", type=_at_least(1), nargs="+", default=[16000], metavar="HZ",
                     help="rates to write (default: 16000; HEAR uses 16000 22050 32000 44100 48000)")
     mk.add_argument("--duration", type=_hear_duration, default="default", metavar="S",
                     help="seconds to trim or zero-pad every file to, or none (default: the dataset's)")
@@ -276,8 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="score existing heareval embedding folders instead (no module, no --tasks-dir)")
     he.add_argument("--tasks", nargs="+", default=None, metavar="NAME", help="only these tasks")
     he.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    he.add_argument("--batch-size", type=int, default=32, help="sounds per call of the module")
-    he.add_argument("--grid-points", type=int, default=8, help="grid points searched on the first split (8)")
+    he.add_argument("--batch-size", type=_at_least(1), default=32, help="sounds per call of the module")
+    he.add_argument("--grid-points", type=_at_least(1), default=8, help="grid points searched on the first split (8)")
     he.add_argument("--seed", type=int, default=42)
     he.add_argument("--progress", default="auto", choices=["auto", "always", "never"])
     he.set_defaults(func=_cmd_hear_eval)

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
+import torch
 import yaml
 
 from audiocnn.core.errors import ConfigError
@@ -359,8 +360,52 @@ def _build(cls: type, data: dict, where: str) -> Any:
 
 
 def config_from_dict(data: dict) -> Config:
-    """Build a validated :class:`Config` from a plain mapping (a parsed recipe)."""
-    return _build(Config, data or {}, "")
+    """Build a validated :class:`Config` from a plain mapping (a parsed recipe): types, then ranges."""
+    cfg = _build(Config, data or {}, "")
+    check_ranges(cfg)
+    return cfg
+
+
+# (section.key, test, what a valid value is): checked before any work or folder is made.
+_RANGES: list[tuple[str, Any, str]] = [
+    ("data.sample_rate", lambda v: v > 0, "a positive number of Hz"),
+    ("data.duration", lambda v: v > 0, "a positive number of seconds"),
+    ("data.window_hop", lambda v: v > 0, "a positive number of seconds"),
+    ("data.batch_size", lambda v: v >= 1, "at least 1"),
+    ("data.num_workers", lambda v: v >= 0, "0 or more"),
+    ("data.val_fraction", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("data.test_fraction", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("data.num_classes", lambda v: v >= 2, "at least 2"),
+    ("data.num_per_class", lambda v: v >= 1, "at least 1"),
+    ("optim.lr", lambda v: v > 0, "a positive number"),
+    ("optim.weight_decay", lambda v: v >= 0, "0 or more"),
+    ("optim.momentum", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("optim.warmup_epochs", lambda v: v >= 0, "0 or more"),
+    ("optim.step_size", lambda v: v >= 1, "at least 1"),
+    ("optim.gamma", lambda v: v > 0, "a positive number"),
+    ("trainer.epochs", lambda v: v >= 1, "at least 1"),
+    ("trainer.top_k", lambda v: v >= 1, "at least 1"),
+    ("trainer.grad_clip", lambda v: v >= 0, "0 (off) or a positive number"),
+    ("trainer.early_stopping", lambda v: v >= 0, "0 (off) or a number of epochs"),
+    ("trainer.max_steps_per_epoch", lambda v: v >= 0, "0 (a full epoch) or a number of steps"),
+    ("augment.mixup_alpha", lambda v: v >= 0, "0 (off) or a positive number"),
+    ("augment.gain_db", lambda v: v >= 0, "0 (off) or a positive number of dB"),
+]
+
+
+def check_ranges(cfg: Config) -> None:
+    """Values of the right type but out of range are a ConfigError naming the key, the value and the range."""
+    for key, ok, what in _RANGES:
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if not ok(value):
+            raise ConfigError(f"{key}={value!r} is out of range; use {what}")
+    if cfg.trainer.device != "auto":
+        try:
+            torch.device(cfg.trainer.device)
+        except (RuntimeError, TypeError):
+            raise ConfigError(f"trainer.device={cfg.trainer.device!r} is not a device name; use auto, cpu, cuda, "
+                              "cuda:N or mps") from None
 
 
 def config_to_dict(cfg: Any) -> dict:
@@ -385,7 +430,12 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         keys = [k for k in path.strip().split(".") if k]
         if not keys:
             raise ConfigError(f"override {item!r} has an empty key")
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            problem = str(getattr(e, "problem", "") or e).strip()
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem}); quote it or fix the "
+                              "brackets, e.g. data.test_groups=[1,2]") from None
         cls: Any = Config
         node = data
         for depth, key in enumerate(keys):

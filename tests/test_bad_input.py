@@ -60,7 +60,7 @@ def _make_bad(d: Path) -> dict[str, tuple[Path, str]]:
     bad["one_sample"] = (d / "one.wav", "too short: 1 sample")
     bad["missing"] = (d / "missing.wav", "file not found")
     (d / "folder.wav").mkdir()
-    bad["directory"] = (d / "folder.wav", "is a directory")
+    bad["directory"] = (d / "folder.wav", "is a folder, not an audio file")
     return bad
 
 

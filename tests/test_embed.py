@@ -227,7 +227,7 @@ def test_pca_postprocessing(vggish_files, vggish_emb):
     assert np.abs(got - want).max() <= 1 and (got != want).mean() < 0.01
 
 
-def test_run_folder_as_embedder(tmp_path, clips):
+def test_run_folder_as_embedder(tmp_path, clips, capsys):
     """A run folder (checkpoint of the vggish_fsdd recipe; training itself is the recipe smoke test's job)."""
     from audiocnn.config import config_to_dict, load_config
     from audiocnn.core.checkpoint import save_checkpoint
@@ -250,7 +250,9 @@ def test_run_folder_as_embedder(tmp_path, clips):
     np.testing.assert_allclose(r.embeddings, want.numpy(), rtol=1e-5, atol=1e-6)
     assert embed_array(emb, wave[:4000], 16000).embeddings.shape == (1, 128)   # runs pad short clips
     out = tmp_path / "emb"
-    assert main(["embed", str(run), str(clips), "--out", str(out), "--progress", "never"]) == 0
+    # clips/ holds broken.wav: the others are embedded, and the exit status says one input failed
+    assert main(["embed", str(run), str(clips), "--out", str(out), "--progress", "never"]) == 1
+    assert "1 of 6 inputs failed" in capsys.readouterr().err
     assert (out / "manifest.csv").is_file() and json.loads((out / "embed_config.json").read_text())["dim"] == 128
 
 

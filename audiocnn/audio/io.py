@@ -15,7 +15,7 @@ import contextlib
 import os
 import struct
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -23,7 +23,8 @@ import soxr
 
 from audiocnn.core.errors import AudiocnnError
 
-__all__ = ["AUDIO_EXTENSIONS", "MAX_CHANNELS", "AudioError", "load_audio", "resample"]
+__all__ = ["AUDIO_EXTENSIONS", "MAX_CHANNELS", "MIN_DURATION", "AudioError", "check_length", "check_samples", "find_inputs",
+           "load_audio", "open_audio", "resample"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au")
 """The one list of audio file extensions: dataset folders, ``predict``, ``embed`` and ``hear`` read these."""
@@ -34,6 +35,8 @@ MAX_CHANNELS = 64
 
 # MP3 frame counts come from the Xing/LAME header (or an estimate) and may be a little off.
 MP3_LENGTH_TOLERANCE = 0.05
+MIN_DURATION = 0.01
+"""Seconds: a shorter file carries no sound and breaks framing; every command rejects it."""
 
 
 class AudioError(AudiocnnError):
@@ -118,19 +121,62 @@ def _wav_truncation(path: Path) -> str | None:
     return None
 
 
+def find_inputs(inputs: Iterable[str | os.PathLike], extensions: tuple[str, ...] = AUDIO_EXTENSIONS
+                ) -> list[tuple[Path, Path]]:
+    """``(file, path relative to the input it came from)`` for files and folders given on a command line.
+
+    Folders are searched recursively for ``extensions`` (sorted); a folder holding none is kept as an input
+    of its own, so reading it fails with a message naming it (a folder called ``x.wav`` included).
+    """
+    out: list[tuple[Path, Path]] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = [(f, f.relative_to(p)) for f in sorted(p.rglob("*")) if f.suffix.lower() in extensions and f.is_file()]
+            out += found or [(p, Path(p.name))]
+        else:
+            out.append((p, Path(p.name)))
+    return out
+
+
+def check_samples(path: str | os.PathLike, data: np.ndarray, sample_rate: int, *, start: int = 0) -> None:
+    """NaN or Inf samples in ``data`` (``(frames, channels)``, the first at frame ``start`` of the file) are an
+    :class:`AudioError` naming the time of the first one."""
+    bad = ~np.isfinite(data)
+    if bad.any():
+        first = start + int(np.argmax(bad.any(axis=1)))
+        raise AudioError(path, f"{int(bad.sum())} NaN or Inf sample(s), the first at {first / sample_rate:.3f} s "
+                               f"(frame {first}); fix or remove the file")
+
+
+def check_length(path: str | os.PathLike, got: int, frames: int, sample_rate: int, fmt: str, *,
+                 min_duration: float = MIN_DURATION) -> None:
+    """Fewer decoded frames than the header declares (beyond MP3's tolerance), none, or fewer than
+    ``min_duration`` seconds: an :class:`AudioError`."""
+    tolerance = MP3_LENGTH_TOLERANCE * frames if fmt == "MP3" else 0
+    if got < frames - tolerance:
+        raise AudioError(path, f"truncated or corrupt: the header declares {frames} frames but only {got} "
+                               "could be decoded; re-download or re-export it")
+    if got == 0:
+        raise AudioError(path, "no audio samples could be decoded")
+    if got < min_duration * sample_rate:
+        raise AudioError(path, f"too short: {got} sample(s) at {sample_rate} Hz, less than {min_duration} s")
+
+
 @contextlib.contextmanager
-def open_audio(path: str | os.PathLike) -> Iterator[sf.SoundFile]:
+def open_audio(path: str | os.PathLike, *, min_duration: float = MIN_DURATION) -> Iterator[sf.SoundFile]:
     """Open an audio file with the checks every reader shares; errors name the file and the reason.
 
     Checks before reading: missing, a directory, empty (0 bytes), more than ``MAX_CHANNELS`` channels,
-    a bad sample rate, 0 frames, a WAV whose header declares more data than the file holds. Decoding
+    a bad sample rate, 0 frames, fewer than ``min_duration`` seconds, a WAV whose header declares more data
+    than the file holds. Decoding
     errors raised while the caller reads inside the ``with`` block become :class:`AudioError` too.
     """
     p = Path(path)
     if not p.exists():
         raise AudioError(path, "file not found")
     if p.is_dir():
-        raise AudioError(path, "is a directory, not an audio file")
+        raise AudioError(path, f"is a folder, not an audio file, and holds no audio files ({', '.join(AUDIO_EXTENSIONS)})")
     if p.stat().st_size == 0:
         raise AudioError(path, "empty file (0 bytes)")
     opened = False
@@ -144,6 +190,9 @@ def open_audio(path: str | os.PathLike) -> Iterator[sf.SoundFile]:
                 raise AudioError(path, f"invalid sample rate {f.samplerate} in the header")
             if f.frames == 0:
                 raise AudioError(path, "no audio samples (valid header, 0 frames)")
+            if f.format != "MP3" and f.frames < min_duration * f.samplerate:
+                raise AudioError(path, f"too short: {f.frames} sample(s) at {f.samplerate} Hz, less than "
+                                       f"{min_duration} s")
             if f.format == "WAV" and (reason := _wav_truncation(p)):
                 raise AudioError(path, reason)
             yield f
@@ -155,7 +204,8 @@ def open_audio(path: str | os.PathLike) -> Iterator[sf.SoundFile]:
         raise AudioError(path, _describe_unreadable(p, e, opened=opened)) from None
 
 
-def load_audio(path: str | os.PathLike, sample_rate: int | None = None, *, min_duration: float = 0.01) -> np.ndarray:
+def load_audio(path: str | os.PathLike, sample_rate: int | None = None, *, min_duration: float = MIN_DURATION
+               ) -> np.ndarray:
     """Decode a file (wav/flac/ogg/mp3, anything libsndfile reads) to a float32 mono wave.
 
     Channels are mixed down by their mean; the wave is resampled with soxr when ``sample_rate``
@@ -175,21 +225,11 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None, *, min_d
             short, truncated or corrupt, not audio, NaN/Inf samples, more than ``MAX_CHANNELS``
             channels.
     """
-    with open_audio(path) as f:
+    with open_audio(path, min_duration=min_duration) as f:
         frames, sr, fmt = f.frames, f.samplerate, f.format
         data = f.read(dtype="float32", always_2d=True)
-    got = data.shape[0]
-    tolerance = MP3_LENGTH_TOLERANCE * frames if fmt == "MP3" else 0
-    if got < frames - tolerance:
-        raise AudioError(path, f"truncated or corrupt: the header declares {frames} frames but only {got} "
-                               "could be decoded; re-download or re-export it")
-    if got == 0:
-        raise AudioError(path, "no audio samples could be decoded")
-    if not np.isfinite(data).all():
-        bad = int((~np.isfinite(data)).sum())
-        raise AudioError(path, f"{bad} of {data.size} samples are NaN or Inf; fix or remove the file")
-    if got < min_duration * sr:
-        raise AudioError(path, f"too short: {got} sample(s) at {sr} Hz, less than {min_duration} s")
+    check_length(path, data.shape[0], frames, sr, fmt, min_duration=min_duration)
+    check_samples(path, data, sr)
 
     wave = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
     if sample_rate is not None and sample_rate != sr:

@@ -325,4 +325,7 @@ def prepare_splits(
     for name, e in bad:
         warnings.warn(f"skipping bad {name} audio file {e}", stacklevel=2)
     good = {name: [ex for ex, e in zip(parts[name], errors[name]) if e is None] for name in parts}
-    return Splits(task=splits.task, labels=list(splits.labels), **good, checked=True)
+    main = {name: good.pop(name) for name in ("train", "val", "test")}
+    skipped = [(name, getattr(e, "path", ""), getattr(e, "reason", str(e))) for name, e in bad]
+    return Splits(task=splits.task, labels=list(splits.labels), **main, checked=True, extra=good,
+                  skipped=skipped)

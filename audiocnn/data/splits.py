@@ -49,6 +49,8 @@ class Splits:
     """Every file was decoded and checked by :func:`~audiocnn.data.cache.prepare_splits` (so it is not done twice)."""
     extra: dict[str, list[Example]] = field(default_factory=dict)
     """Named extra test sets (``data.extra_tests``, e.g. ``test_inverted``), each evaluated after training."""
+    skipped: list[tuple[str, str, str]] = field(default_factory=list, compare=False, repr=False)
+    """``(split, path, reason)`` of the files ``data.on_error: skip`` left out; a run writes them to skipped.csv."""
 
     def parts(self) -> dict[str, list[Example]]:
         return {"train": self.train, "val": self.val, "test": self.test, **self.extra}

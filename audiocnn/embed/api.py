@@ -10,7 +10,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from audiocnn.audio import AUDIO_EXTENSIONS, resample
+from audiocnn.audio import resample
+from audiocnn.audio.io import find_inputs
 from audiocnn.core.io import atomic_write_text
 from audiocnn.core.runtime import show_progress
 from audiocnn.embed.batcher import EmbeddingResult, Pool, WindowBatcher, Job
@@ -73,15 +74,11 @@ def _sources(inputs: Iterable[str | Path]) -> list[tuple[Path, str]]:
 
     found: list[tuple[Path, Path]] = []
     seen: set[Path] = set()
-    for item in inputs:
-        p = Path(item)
-        pairs = ([(f, f.relative_to(p)) for f in sorted(p.rglob("*")) if f.suffix.lower() in AUDIO_EXTENSIONS
-                  and f.is_file()] if p.is_dir() else [(p, Path(p.name))])
-        for f, rel in pairs:
-            key = f.resolve()
-            if key not in seen:
-                seen.add(key)
-                found.append((f, rel))
+    for f, rel in find_inputs(inputs):
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            found.append((f, rel))
     stems = [rel.with_suffix("").as_posix() for _, rel in found]
     counts: dict[str, int] = {}
     for s in stems:

@@ -52,7 +52,7 @@ class Embedder:
     def __init__(self, *, device: str | torch.device | None = None, precision: Precision = "fp32"):
         if precision not in ("fp32", "bf16"):
             raise EmbedError(f"precision must be fp32 or bf16, got {precision!r}")
-        self.device = pick_device("auto") if device is None else torch.device(device)
+        self.device = pick_device(device)
         self.precision = precision
         self.deviation: dict[str, float] | None = None
         self._bf16_ready = False

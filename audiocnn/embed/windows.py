@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+import soxr
 
 from audiocnn.core.errors import ConfigError
-from audiocnn.audio import AudioError
-from audiocnn.audio.io import MP3_LENGTH_TOLERANCE, open_audio
+from audiocnn.audio.io import check_length, check_samples, open_audio
 from audiocnn.embed.embedders import EmbedError, Embedder
 
 BLOCK_SECONDS = 30.0
@@ -58,9 +58,6 @@ def stream_file(path: Path, sample_rate: int, *, block_seconds: float = BLOCK_SE
     """Mono float32 blocks of ``path`` at ``sample_rate``: read with soundfile, resampled by a soxr stream
     (identical to resampling the whole file). Raises :class:`AudioError` as ``load_audio`` does, including
     for damage found half-way through (NaN samples, fewer frames than the header declares)."""
-    import soxr
-
-
     with open_audio(path) as f:
         frames, sr, fmt = f.frames, f.samplerate, f.format
         stream = soxr.ResampleStream(sr, sample_rate, 1, dtype="float32", quality="HQ") if sr != sample_rate else None
@@ -69,20 +66,15 @@ def stream_file(path: Path, sample_rate: int, *, block_seconds: float = BLOCK_SE
         while True:
             data = f.read(block, dtype="float32", always_2d=True)
             last = len(data) < block or f.tell() >= frames
+            check_samples(path, data, sr, start=got)
             got += len(data)
-            if not np.isfinite(data).all():
-                raise AudioError(path, f"NaN or Inf samples near {got / sr:.1f} s; fix or remove the file")
             mono = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
             out = stream.resample_chunk(np.ascontiguousarray(mono), last=last) if stream is not None else mono
             if len(out):
                 yield out
             if last:
                 break
-    tolerance = MP3_LENGTH_TOLERANCE * frames if fmt == "MP3" else 0
-    if got < frames - tolerance:
-        raise AudioError(path, f"truncated or corrupt: the header declares {frames} frames but only {got} could be "
-                               "decoded; re-download or re-export it")
-
+    check_length(path, got, frames, sr, fmt)
 
 
 def window_hop_samples(emb: Embedder, hop: float | None) -> int:

@@ -28,7 +28,7 @@ from audiocnn.engine.logging import RunLogger, write_env
 from audiocnn.features import draw_mixup
 from audiocnn.inference import autocast, evaluate_loader, progress
 from audiocnn.modalities import Classifier, Data, modality_of
-from audiocnn.runs import load_data, make_run_dir
+from audiocnn.runs import load_data, make_run_dir, write_skipped
 from audiocnn.tasks import get_task
 
 __all__ = ["Trained", "compile_network", "train"]
@@ -224,6 +224,9 @@ def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path |
     labels, task = data.splits.labels, get_task(cfg.data.task)
     if ctx.is_main:
         write_json(run_dir / "labels.json", {"task": task.name, "labels": labels})
+        if write_skipped(run_dir, data.splits.skipped):
+            log.info(f"skipped {len(data.splits.skipped)} bad file(s) (data.on_error: skip): listed in "
+                     f"{run_dir / 'skipped.csv'}")
     model = build_classifier(cfg, labels, pretrained=state is None).to(device)
     if tr.channels_last and model.network.dims == 2:
         model.network.to(memory_format=torch.channels_last)

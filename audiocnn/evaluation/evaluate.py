@@ -81,7 +81,9 @@ def evaluate_model(model: Classifier, cfg: Config, labels: list[str], data: Data
                                              precision=cfg.trainer.precision)
     metrics = {"loss": loss, **task.metrics(outputs, targets, labels, cfg.trainer.top_k)}
     out = run_dir / "eval"
-    write_json(out / f"{split}_metrics.json", {"split": split, "checkpoint": checkpoint, "n": int(len(targets)), **metrics})
+    skipped = sum(1 for name, _, _ in data.splits.skipped if name == split)  # bad files data.on_error: skip left out
+    write_json(out / f"{split}_metrics.json", {"split": split, "checkpoint": checkpoint, "n": int(len(targets)),
+                                               "skipped": skipped, **metrics})
     examples = data.splits.parts()[split]
     _write_predictions(out / f"{split}_predictions.csv", examples, outputs, targets, labels, task.name)
     if task.classes:

@@ -13,25 +13,14 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from audiocnn.audio import AUDIO_EXTENSIONS, AudioError
+from audiocnn.audio import AudioError
+from audiocnn.audio.io import find_inputs
 from audiocnn.data.images import ImageError
 from audiocnn.modalities import modality_of
 from audiocnn.runs import load_run
 from audiocnn.tasks import get_task
 
-__all__ = ["expand_inputs", "predict_files"]
-
-
-def expand_inputs(inputs: Iterable[str | Path], extensions: tuple[str, ...] = AUDIO_EXTENSIONS) -> list[Path]:
-    """Files as given; folders searched recursively for files with ``extensions`` (sorted)."""
-    out: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            out += sorted(f for f in p.rglob("*") if f.suffix.lower() in extensions and f.is_file())
-        else:
-            out.append(p)
-    return out
+__all__ = ["predict_files"]
 
 
 @torch.no_grad()
@@ -46,7 +35,7 @@ def predict_files(run_dir: str | Path, inputs: Iterable[str | Path], *, top_k: i
     modality, t = modality_of(cfg), get_task(task)
     dev = next(model.parameters()).device
     results = []
-    for path in expand_inputs(inputs, modality.extensions):
+    for path, _ in find_inputs(inputs, modality.extensions):
         try:
             x, info = modality.read_file(cfg, path, hop=hop)
         except (AudioError, ImageError) as e:

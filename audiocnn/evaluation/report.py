@@ -40,7 +40,7 @@ from audiocnn.evaluation.evaluate import Evaluation, evaluate_model
 from audiocnn.inference import evaluate_loader
 from audiocnn.modalities import Classifier, modality_of
 from audiocnn.plots import activation_figure, filters_figure, learning_curves, palette_png, to_png
-from audiocnn.runs import load_data, load_run
+from audiocnn.runs import load_data, load_run, read_skipped
 
 __all__ = ["write_report"]
 
@@ -184,6 +184,11 @@ def _summary(page: _Page, run_dir: Path, cfg, model, labels, task, rows, data, s
         ("evaluated", f"{split} split, {checkpoint} checkpoint"),
         ("environment", ", ".join(f"{k} {env[k]}" for k in ("torch", "cuda") if k in env)),
     ]
+    skipped = read_skipped(run_dir)
+    if skipped:
+        shown = "; ".join(f"{r['split']} {Path(r['path']).name}: {r['reason']}" for r in skipped[:5])
+        page.notes["skipped"] = (f"{len(skipped)} bad file(s) were skipped (data.on_error: skip), listed in "
+                                 f"skipped.csv: {shown}" + (" ..." if len(skipped) > 5 else ""))
     page.best_epoch = best[0] if best else None
 
 
@@ -493,7 +498,7 @@ def _render(page: _Page, split: str) -> str:
     body = f'<table class="facts">{facts}</table>'
     if cards:
         body += f'<h3>{_esc(split)} metrics</h3><div class="cards">{cards}</div>'
-    for key in ("data", "evaluation"):
+    for key in ("data", "skipped", "evaluation"):
         if key in notes:
             body += f'<p class="note warn">{_esc(notes[key])}</p>'
     parts.append(_section("summary", "Summary", body))

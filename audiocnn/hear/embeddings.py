@@ -124,7 +124,7 @@ def load_hear_module(module_or_run: str | None, model: str | None = None, *,
     Raises:
         HearEvalError: the module cannot be imported, lacks the HEAR functions, or the arguments conflict.
     """
-    dev = pick_device("auto") if device is None else torch.device(device)
+    dev = pick_device(device)
     name = module_or_run or "audiocnn.hear"
     if module_or_run is not None and Path(module_or_run).is_dir():
         if not _is_run(Path(module_or_run)):

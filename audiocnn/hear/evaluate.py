@@ -93,7 +93,7 @@ def evaluate_embeddings(folder: str | Path, *, device: str | torch.device | None
     """
     folder = Path(folder)
     t0 = time.perf_counter()
-    dev = pick_device("auto") if device is None else torch.device(device)
+    dev = pick_device(device)
     metadata = json.loads((folder / "task_metadata.json").read_text())
     labels = read_labels(folder)
     spec = task_spec(folder, metadata, labels)
@@ -190,7 +190,7 @@ def evaluate(module_or_run: str | None = None, tasks_dir: str | Path | None = No
         "errors": {task: message}}``. A task that fails is reported in ``errors`` and the others go on.
     """
     out = Path(out)
-    dev = pick_device("auto") if device is None else torch.device(device)
+    dev = pick_device(device)
     entry: dict[str, Any] = {"tasks": {}, "errors": {}}
     if embeddings is not None:
         if module_or_run is not None or tasks_dir is not None or model is not None:

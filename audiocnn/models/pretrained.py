@@ -229,7 +229,8 @@ def _listing(keys: list[str], limit: int = 12) -> str:
     return ", ".join(keys[:limit]) + more
 
 
-def _read(path: str | Path) -> dict[str, torch.Tensor]:
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict in a ``model.pretrained`` file (torchvision layout or an audiocnn checkpoint's network)."""
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"model.pretrained: {path} not found")
@@ -266,7 +267,7 @@ def load_pretrained(network: nn.Module, path: str | Path, *, model_name: str) ->
     Raises:
         PretrainedError: naming missing and unexpected keys and mismatched shapes.
     """
-    return load_state_dict_mapped(network, _read(path), model_name=model_name, source=str(path))
+    return load_state_dict_mapped(network, read_weights(path), model_name=model_name, source=str(path))
 
 
 def load_state_dict_mapped(network: nn.Module, state_dict: dict[str, torch.Tensor], *, model_name: str,
