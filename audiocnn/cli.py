@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("data", help="dataset tools")
     dsub = d.add_subparsers(dest="data_command", required=True)
-    dl = dsub.add_parser("download", help="download and unpack a built-in dataset (checksummed, resumable)")
+    dl = dsub.add_parser("download", help="download, verify and unpack a built-in dataset (resumable)")
     dl.add_argument("name", help="fsdd, esc50, esc10, ravdess, gtzan or speech_commands")
     dl.add_argument("--root", default="data", help="folder that receives <name>/ (default: data)")
     dl.add_argument("--mirror", default=None, help="base URL of a mirror holding the archive files")

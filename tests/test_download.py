@@ -11,6 +11,7 @@ import io
 import json
 import socket
 import stat
+import struct
 import tarfile
 import threading
 import time
@@ -22,7 +23,9 @@ from pathlib import Path
 import pytest
 
 import audiocnn.data.download as dl
-from audiocnn.data.download import SOURCES, DownloadError, download, fetch, safe_extract
+from audiocnn.cli import main
+from audiocnn.core.errors import EnvironmentFailure
+from audiocnn.data.download import SOURCES, DownloadError, Remote, download, fetch, safe_extract
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -44,7 +47,7 @@ def _no_real_network(monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------
-# loopback server with Range support, a "ignore Range" switch and a "cut after N bytes" switch
+# loopback server with Range support and switches for the ways servers misbehave
 # ------------------------------------------------------------------------------------------
 
 
@@ -55,6 +58,9 @@ class _State:
         self.ignore_range = False
         self.cut_after: int | None = None  # bytes sent before the connection is dropped
         self.cuts_left = 0
+        self.send_length = True  # False: no Content-Length, the body ends where the connection closes
+        self.reset = False  # a cut ends with a TCP reset instead of an orderly close
+        self.garbage = False  # answer with lines that are not HTTP
 
 
 def _handler(state: _State):
@@ -63,6 +69,9 @@ def _handler(state: _State):
 
         def do_GET(self):  # noqa: N802 (http.server naming)
             state.requests.append((self.path, self.headers.get("Range")))
+            if state.garbage:
+                self.wfile.write(b"garbage\r\nmore garbage\r\n\r\n")
+                return
             data = state.files.get(self.path)
             if data is None:
                 self.send_error(404)
@@ -81,13 +90,19 @@ def _handler(state: _State):
                 extra["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
             self.send_response(status)
             self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(len(body)))
+            if state.send_length:
+                self.send_header("Content-Length", str(len(body)))
             for key, value in extra.items():
                 self.send_header(key, value)
             self.end_headers()
             if state.cut_after is not None and state.cuts_left > 0:
                 state.cuts_left -= 1
                 self.wfile.write(body[: state.cut_after])
+                if state.reset:
+                    time.sleep(0.2)  # the client reads what was sent before the reset arrives
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.rfile.close()
+                    self.connection.close()  # linger 0: RST, not FIN
                 return  # HTTP/1.0: the connection closes here, short of Content-Length
             self.wfile.write(body)
 
@@ -342,6 +357,46 @@ def test_part_file_from_an_earlier_run_is_resumed(tmp_path, server, monkeypatch)
     assert dest.read_bytes() == PAYLOAD
 
 
+def test_connection_reset_keeps_what_arrived_for_resume(tmp_path, server, monkeypatch):
+    server.files["/blob.bin"] = PAYLOAD
+    server.cut_after, server.cuts_left, server.reset = 30_000, 99, True
+    monkeypatch.setattr(dl, "_TRANSFER_ATTEMPTS", 1)
+    dest, url = tmp_path / "blob.bin", f"{server.base}/blob.bin"
+    with pytest.raises(DownloadError) as info:
+        fetch(url, dest, checksum=PAYLOAD_SHA, progress=False)
+    message = str(info.value)
+    assert url in message and "30000 bytes are kept" in message and "rerun to resume" in message
+    assert "\n" not in message
+    assert (tmp_path / "blob.bin.part").stat().st_size == 30_000 and not dest.exists()
+
+    server.cuts_left = 0
+    fetch(url, dest, checksum=PAYLOAD_SHA, progress=False)
+    assert server.requests[-1] == ("/blob.bin", "bytes=30000-")
+    assert dest.read_bytes() == PAYLOAD
+
+
+def test_nothing_received_leaves_no_part_file(tmp_path, server):
+    server.garbage = True
+    url = f"{server.base}/blob.bin"
+    with pytest.raises(DownloadError) as info:
+        fetch(url, tmp_path / "blob.bin", checksum=PAYLOAD_SHA, progress=False)
+    message = str(info.value)
+    assert url in message and "BadStatusLine: garbage)" in message and "nothing was received" in message
+    assert "\n" not in message
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full to fill a disk")
+def test_disk_full_is_an_environment_failure_naming_the_path(tmp_path, server):
+    server.files["/blob.bin"] = PAYLOAD
+    part = tmp_path / "blob.bin.part"
+    part.symlink_to("/dev/full")  # every write fails with ENOSPC, as on a full disk
+    with pytest.raises(EnvironmentFailure) as info:
+        fetch(f"{server.base}/blob.bin", tmp_path / "blob.bin", checksum=PAYLOAD_SHA, progress=False)
+    assert str(part) in str(info.value) and "free some space" in str(info.value)
+    assert info.value.exit_code == 3 and not (tmp_path / "blob.bin").exists()
+
+
 def test_server_ignoring_range_restarts_cleanly(tmp_path, server):
     server.files["/blob.bin"] = PAYLOAD
     server.ignore_range = True
@@ -534,14 +589,35 @@ def test_unsafe_members_are_rejected(tmp_path, monkeypatch, case, with_data_filt
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written anywhere
 
 
-def test_unsafe_archive_from_a_server_leaves_no_dataset(tmp_path, server, monkeypatch):
+def test_unsafe_archive_is_quarantined_and_never_reused(tmp_path, server, monkeypatch):
     evil = _zip({"free-spoken-digit-dataset-1.0.10/recordings/0_a_0.wav": _wav(), "../../evil.txt": b"x"})
     _publish(monkeypatch, server, "fsdd", evil)
-    root = tmp_path / "data"
-    with pytest.raises(DownloadError, match="evil.txt"):
-        download("fsdd", root, mirror=f"{server.base}/mirror")
+    root, mirror = tmp_path / "data", f"{server.base}/mirror"
+    with pytest.raises(DownloadError, match="evil.txt") as info:
+        download("fsdd", root, mirror=mirror)
     assert not (root / "fsdd").exists() and not (tmp_path / "evil.txt").exists()
     assert _leftovers(root) == []
+    archive = root / "downloads" / SOURCES["fsdd"].archive
+    kept = root / "downloads" / "quarantine" / archive.name
+    assert not archive.exists() and kept.read_bytes() == evil
+    message = str(info.value)
+    assert str(kept) in message and "--mirror" in message and "delete it" in message
+
+    server.files[f"/mirror/{archive.name}"] = ARCHIVES["fsdd"][0]  # a trusted copy
+    download("fsdd", root, mirror=mirror)  # fetched again: the quarantined file is not picked up
+    assert len(server.requests) == 2
+    assert (root / "fsdd/recordings/0_jackson_0.wav").is_file() and kept.read_bytes() == evil
+
+
+def test_unsafe_archive_placed_by_hand_is_quarantined(tmp_path):
+    evil = _targz({"genres/blues/blues.00000.wav": _wav(), "/etc/evil.txt": b"x"})
+    archive = tmp_path / "downloads" / "genres.tar.gz"
+    archive.parent.mkdir()
+    archive.write_bytes(evil)
+    with pytest.raises(DownloadError, match="absolute path") as info:
+        download("gtzan", tmp_path)  # no checksum matches, but the fallback publishes none
+    kept = tmp_path / "downloads" / "quarantine" / "genres.tar.gz"
+    assert str(kept) in str(info.value) and kept.read_bytes() == evil and not archive.exists()
 
 
 def test_safe_extract_zip_and_tar(tmp_path):
@@ -568,7 +644,12 @@ def test_safe_extract_zip_and_tar(tmp_path):
         assert (safe_extract(archive, tmp_path / f"out-{kind}") / "x.txt").read_bytes() == b"x"
 
 
-def test_damaged_archive_leaves_no_half_dataset(tmp_path, server, monkeypatch):
+# ------------------------------------------------------------------------------------------
+# no published checksum: the announced length and every member are checked before keeping it
+# ------------------------------------------------------------------------------------------
+
+
+def _damaged_esc50() -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
         z.writestr("ESC-50-master/meta/esc50.csv", ESC_CSV)
@@ -576,8 +657,120 @@ def test_damaged_archive_leaves_no_half_dataset(tmp_path, server, monkeypatch):
     data = bytearray(buf.getvalue())
     at = data.index(b"A" * 100)
     data[at : at + 4] = b"BBBB"  # the stored bytes no longer match the member's CRC-32
-    _publish(monkeypatch, server, "esc50", bytes(data))  # ESC-50 has no published checksum
-    with pytest.raises(DownloadError, match="damaged"):
+    return bytes(data)
+
+
+def _assert_nothing_kept(root: Path, name: str) -> None:
+    """No dataset folder, no finished archive, no staging folders."""
+    assert not (root / SOURCES[name].folder).exists()
+    assert not (root / "downloads" / SOURCES[name].archive).exists()
+    assert not [p for p in root.rglob("*") if ".unpack-" in p.name or ".old-" in p.name]
+
+
+def test_damaged_unchecksummed_archive_is_not_kept(tmp_path, server, monkeypatch):
+    _publish(monkeypatch, server, "esc50", _damaged_esc50())  # ESC-50 has no published checksum
+    with pytest.raises(DownloadError, match="damaged") as info:
         download("esc50", tmp_path, mirror=f"{server.base}/mirror")
-    assert not (tmp_path / "esc50").exists()
+    assert "1-100032-A-0.wav" in str(info.value) and "--mirror" in str(info.value)
+    _assert_nothing_kept(tmp_path, "esc50")
+    assert _leftovers(tmp_path) == []  # a complete (announced-length) transfer that is damaged is deleted
+
+
+def test_tar_stream_crc_is_checked_where_no_checksum_is_published(tmp_path, server, monkeypatch):
+    data = bytearray(ARCHIVES["gtzan"][0])
+    data[-8] ^= 0xFF  # the gzip trailer's CRC-32: every tar member still reads, the stream does not
+    server.files["/hub/genres.tar.gz"] = bytes(data)
+    # As the Hugging Face fallback: no checksum, no size.
+    remote = Remote(f"{server.base}/hub/genres.tar.gz")
+    monkeypatch.setitem(SOURCES, "gtzan", dataclasses.replace(SOURCES["gtzan"], remotes=(remote,)))
+    with pytest.raises(DownloadError, match="damaged or incomplete archive") as info:
+        download("gtzan", tmp_path)
+    assert remote.url in str(info.value)
+    _assert_nothing_kept(tmp_path, "gtzan")
+
+
+def test_cut_without_length_is_resumed_not_kept(tmp_path, server, monkeypatch):
+    data = ARCHIVES["esc50"][0]
+    _publish(monkeypatch, server, "esc50", data)
+    server.send_length = False  # as GitHub's generated archives often are
+    server.cut_after, server.cuts_left = len(data) // 2, 1
+    download("esc50", tmp_path, mirror=f"{server.base}/mirror")
+    path = "/mirror/ESC-50-master.zip"
+    assert server.requests == [(path, None), (path, f"bytes={len(data) // 2}-")]
+    assert (tmp_path / "downloads/ESC-50-master.zip").read_bytes() == data
+    assert (tmp_path / "esc50/meta/esc50.csv").is_file()
+
+
+def test_cut_without_length_is_never_kept_and_a_rerun_fetches_again(tmp_path, server, monkeypatch):
+    data = ARCHIVES["esc50"][0]
+    _publish(monkeypatch, server, "esc50", data)
+    server.send_length, server.ignore_range = False, True
+    server.cut_after, server.cuts_left = len(data) // 2, 99
+    mirror = f"{server.base}/mirror"
+    with pytest.raises(DownloadError) as info:
+        download("esc50", tmp_path, mirror=mirror)
+    message = str(info.value)
+    assert f"{mirror}/ESC-50-master.zip" in message and "announced no length" in message and "rerun" in message
+    _assert_nothing_kept(tmp_path, "esc50")
+
+    server.cuts_left = 0
+    download("esc50", tmp_path, mirror=mirror)
+    assert (tmp_path / "downloads/ESC-50-master.zip").read_bytes() == data
+    assert (tmp_path / "esc50/audio/1-100032-A-0.wav").is_file()
+
+
+def test_damaged_archive_without_length_is_deleted_once_the_server_confirms_its_end(tmp_path, server, monkeypatch):
+    data = _damaged_esc50()
+    _publish(monkeypatch, server, "esc50", data)
+    server.send_length = False
+    with pytest.raises(DownloadError, match="damaged") as info:
+        download("esc50", tmp_path, mirror=f"{server.base}/mirror")
+    assert "deleted" in str(info.value)
+    # Read to the close, failed the check, asked for more: 416, so that was the whole file.
+    assert [r for _, r in server.requests] == [None, f"bytes={len(data)}-"]
+    _assert_nothing_kept(tmp_path, "esc50")
     assert _leftovers(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------------------
+# the command line: one error line, the error's exit status, never a traceback
+# ------------------------------------------------------------------------------------------
+
+
+def _broken(server: _State, how: str) -> None:
+    data = ARCHIVES["esc10"][0]
+    server.files["/mirror/ESC-50-master.zip"] = data
+    if how == "garbage":
+        server.garbage = True
+    elif how == "reset":
+        server.cut_after, server.cuts_left, server.reset = len(data) // 3, 99, True
+        server.ignore_range = True  # nothing to resume from: every attempt breaks off
+    elif how == "cut-without-length":
+        server.send_length, server.ignore_range = False, True
+        server.cut_after, server.cuts_left = len(data) // 2, 99
+
+
+@pytest.mark.parametrize("how", ["garbage", "reset", "cut-without-length"])
+def test_cli_broken_server_prints_one_error_line(tmp_path, server, capsys, how):
+    _broken(server, how)
+    argv = ["data", "download", "esc10", "--root", str(tmp_path), "--mirror", f"{server.base}/mirror"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert "Traceback" not in err
+    assert [line for line in lines if line.startswith("error:")] == lines[-1:]  # one, and it is the whole message
+    assert f"{server.base}/mirror/ESC-50-master.zip" in lines[-1]
+    _assert_nothing_kept(tmp_path, "esc10")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full to fill a disk")
+def test_cli_disk_full_exits_3(tmp_path, server, capsys):
+    server.files["/mirror/ESC-50-master.zip"] = ARCHIVES["esc10"][0]
+    part = tmp_path / "downloads" / "ESC-50-master.zip.part"
+    part.parent.mkdir()
+    part.symlink_to("/dev/full")
+    argv = ["data", "download", "esc10", "--root", str(tmp_path), "--mirror", f"{server.base}/mirror"]
+    assert main(argv) == 3
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1].startswith(f"error: cannot write {part}")

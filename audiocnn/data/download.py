@@ -1,10 +1,14 @@
 """Download, verify and unpack the built-in datasets: ``audiocnn data download NAME``.
 
 Every archive is streamed to ``<root>/downloads/<archive>.part``, resumed with an HTTP ``Range``
-request after an interruption, checked against its published checksum and only then renamed to
-``<root>/downloads/<archive>``. Unpacking happens in a temporary sibling folder that is renamed
-into ``<root>/<folder>`` once it holds the layout the dataset builders expect, so an interrupted
-run never leaves half a dataset behind.
+request after an interruption, and only renamed to ``<root>/downloads/<archive>`` once it passes
+its checks: the published size and checksum where there are some (RAVDESS, GTZAN, Speech
+Commands); otherwise (FSDD, ESC-50/ESC-10, GTZAN's fallback copy) the length the server announced
+and a full read of every member (zip CRC-32s; tar members and the gzip stream's own CRC). Unpacking
+happens in a temporary sibling folder that is renamed into ``<root>/<folder>`` once it holds the
+layout the dataset builders expect, so an interrupted run never leaves half a dataset behind. An
+archive refused as unsafe (members outside the folder, links out, devices) is moved to
+``<root>/downloads/quarantine/`` so that no later run uses it.
 
 Example:
     >>> from audiocnn.data.download import download
@@ -13,8 +17,10 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import difflib
+import enum
 import errno
 import hashlib
 import http.client
@@ -36,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from audiocnn.core.io import atomic_write_text
-from audiocnn.core.errors import ConfigError, DownloadError
+from audiocnn.core.errors import ConfigError, DownloadError, EnvironmentFailure
 from audiocnn.core.runtime import show_progress
 
 __all__ = ["DownloadError", "Remote", "Source", "SOURCES", "download", "fetch", "safe_extract"]
@@ -60,8 +66,10 @@ class Remote:
     Args:
         url: Where the archive is served.
         checksum: ``"sha256:<hex>"`` or ``"md5:<hex>"``; ``None`` where nobody publishes a stable
-            digest (then the archive's own CRCs are checked while it is unpacked).
-        size: Size in bytes, if known; checked before and after the transfer.
+            digest (then every member of the archive is read, checking its CRCs, before the
+            download is accepted).
+        size: Size in bytes, if published; checked before and after the transfer. ``None`` where
+            nobody publishes one (the length the server announces is checked instead).
     """
 
     url: str
@@ -96,9 +104,9 @@ class Source:
 
 _ESC50 = dict(
     archive="ESC-50-master.zip",
-    # GitHub branch archive, generated on request: no stable published checksum exists (the bytes
-    # change with every commit to master). Integrity is the zip's per-member CRC-32, checked while
-    # unpacking; about 645 MB.
+    # GitHub branch archive, generated on request: no stable published checksum or size exists (the
+    # bytes change with every commit to master); about 645 MB. Verified: the length the server
+    # announces (codeload often announces none) and every member's CRC-32, before it is kept.
     remotes=(Remote("https://github.com/karolpiczak/ESC-50/archive/refs/heads/master.zip"),),
     folder="esc50",
     layout=("meta/esc50.csv", "audio/*.wav"),
@@ -113,7 +121,7 @@ SOURCES: dict[str, Source] = {
         # and publishes no checksum for them; TFDS pins only the older v1.0.9 tarball
         # (tensorflow_datasets/audio/spoken_digit/checksums.tsv: 11975353 bytes, sha256
         # 8bc44cde129d505cbbb6b365c09f80c663f2aa77578afc634e6141a2f87100c0, 2,500 recordings).
-        # Integrity is the zip's per-member CRC-32, checked while unpacking.
+        # No size is published either. Verified: the announced length and every member's CRC-32.
         remotes=(Remote("https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/tags/v1.0.10.zip"),),
         folder="fsdd",
         layout=("recordings/*.wav",),
@@ -211,7 +219,9 @@ def download(
         The dataset folder, e.g. ``root/esc50``.
 
     Raises:
-        DownloadError: offline, server error, checksum mismatch, damaged or unsafe archive.
+        DownloadError: offline, server error, interrupted transfer, checksum mismatch, damaged or
+            unsafe archive (an unsafe one is moved to ``root/downloads/quarantine/``).
+        EnvironmentFailure: the disk is full, or ``root`` is read-only or not writable.
     """
     source = _source(name)
     root = Path(root)
@@ -248,8 +258,25 @@ def download(
         "checksum_published": remote.checksum is not None,
         "unpacked_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    _unpack(source, archive, target, marker)
+    try:
+        with _local_writes(root):
+            _unpack(source, archive, target, marker)
+    except _Unsafe as exc:
+        with _local_writes(archive.parent):
+            kept = _quarantine(archive)
+        raise DownloadError(
+            f"{exc}. It was moved to {kept} and will not be used again: fetch a trusted copy with "
+            f"--mirror URL, or delete it"
+        ) from exc
     return target
+
+
+def _quarantine(archive: Path) -> Path:
+    """Move a refused archive to ``downloads/quarantine/``, where no run looks for archives."""
+    kept = archive.parent / "quarantine" / archive.name
+    kept.parent.mkdir(exist_ok=True)
+    os.replace(archive, kept)
+    return kept
 
 
 def _source(name: str) -> Source:
@@ -292,7 +319,10 @@ def _fetch_any(
     offline = True
     for remote in _remotes(source, mirror):
         try:
-            fetch(remote.url, archive, checksum=remote.checksum, size=remote.size, progress=progress, timeout=timeout)
+            fetch(
+                remote.url, archive, checksum=remote.checksum, size=remote.size,
+                check_archive=remote.checksum is None, progress=progress, timeout=timeout,
+            )
             return remote.url, remote
         except _Unreachable as exc:
             failures.append(str(exc))
@@ -397,6 +427,7 @@ def fetch(
     *,
     checksum: str | None,
     size: int | None = None,
+    check_archive: bool = False,
     progress: bool | None = None,
     timeout: float = 30.0,
 ) -> Path:
@@ -404,14 +435,17 @@ def fetch(
 
     A ``.part`` file is continued with ``Range: bytes=N-``; a server that answers ``200`` instead
     of ``206`` is read from the start again. A transfer cut midway is resumed the same way a few
-    times before giving up (the part file is kept for the next run). ``dest`` appears only once
-    the size and checksum match.
+    times before giving up (the part file is kept for the next run). A server that announces no
+    length cannot show where the file ends, so a part that then fails its checks counts as cut
+    midway too. ``dest`` appears only once the size and checksum (or archive) checks pass.
 
     Args:
         url: What to fetch (``http``, ``https`` or ``file``).
         dest: Final file path.
         checksum: ``"sha256:<hex>"`` or ``"md5:<hex>"``; ``None`` skips the check.
         size: Expected size in bytes, if known.
+        check_archive: Where there is no checksum, read every member of the zip or tar archive
+            (checking CRCs) before accepting it.
         progress: Progress bar; ``None`` shows one only when stderr is a terminal.
         timeout: Seconds a stalled transfer may wait for data (connecting gives up sooner).
 
@@ -419,14 +453,17 @@ def fetch(
         ``dest`` as a ``Path``.
 
     Raises:
-        DownloadError: unreachable server, HTTP error, repeated interruption, size or checksum
-            mismatch (the part file is then deleted).
+        DownloadError: unreachable server, HTTP error, repeated interruption, size, checksum or
+            archive check failed on a complete transfer (the part file is then deleted).
+        EnvironmentFailure: the disk is full, or the folder is read-only or not writable.
     """
     dest = Path(dest)
     part = dest.with_name(dest.name + ".part")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    algo, expected = _parse_checksum(checksum) if checksum else (None, None)
+    if checksum:
+        _parse_checksum(checksum)  # a malformed checksum fails before any transfer
     show = show_progress("auto") if progress is None else progress
+    with _local_writes(dest.parent):
+        dest.parent.mkdir(parents=True, exist_ok=True)
 
     _say(f"downloading {url} -> {dest}")
     failures = 0
@@ -435,49 +472,82 @@ def fetch(
         if size is not None and offset > size:
             part.unlink()
             offset = 0
-        if size is not None and offset == size:
-            break  # a previous run got every byte; only the verification is left
         try:
-            done = _transfer(url, part, offset, size, show=show, timeout=timeout)
+            if size is not None and offset == size:
+                ended = _Ended.COMPLETE  # a previous run got every byte; only the checks are left
+            else:
+                ended = _transfer(url, part, offset, size, show=show, timeout=timeout)
+            if ended is _Ended.AGAIN:
+                continue
+            problem = _problem(part, size=size, checksum=checksum, check_archive=check_archive)
+            if problem is None:
+                break
+            if ended is _Ended.UNANNOUNCED:
+                raise _Interrupted(
+                    f"the server announced no length, and what it sent before closing fails its check: {problem}"
+                )
+            part.unlink()
+            raise DownloadError(
+                f"what {url} sent fails its check ({problem}); the download was deleted. Rerun; if it happens "
+                f"again the file has changed upstream or the server sends something else: fetch it with "
+                f"--mirror URL from a trusted copy"
+            )
         except _Interrupted as exc:
             failures += 1
             have = part.stat().st_size if part.exists() else 0
             if failures >= _TRANSFER_ATTEMPTS:
-                raise DownloadError(
-                    f"the transfer of {url} broke off {failures} times ({exc}); {have} bytes are kept "
-                    f"in {part}: rerun to resume"
-                ) from exc
+                if not have:
+                    part.unlink(missing_ok=True)  # an empty part would only look like progress
+                raise DownloadError(_gave_up(url, dest, part, have, failures, exc)) from exc
             _say(f"transfer of {url} interrupted at {have} bytes ({exc}); resuming")
             time.sleep(_RETRY_DELAY * failures)
-            continue
-        if done:
-            break
 
+    with _local_writes(dest):
+        with open(part, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(part, dest)
+    return dest
+
+
+def _gave_up(url: str, dest: Path, part: Path, have: int, failures: int, exc: Exception) -> str:
+    kept = f"{have} bytes are kept in {part}: rerun to resume" if have else "nothing was received: rerun later"
+    return (
+        f"the transfer of {url} broke off {failures} times ({exc}); {kept}. If it keeps failing, "
+        f"fetch it with --mirror URL from another copy, or put the file at {dest} yourself"
+    )
+
+
+def _problem(part: Path, *, size: int | None, checksum: str | None, check_archive: bool) -> str | None:
+    """What is wrong with the transferred bytes, or ``None`` when they pass every check there is."""
     actual_size = part.stat().st_size
     if size is not None and actual_size != size:
-        part.unlink()
-        raise DownloadError(f"{url} gave {actual_size} bytes, expected {size}; the part file was deleted: rerun")
-    if algo is not None:
+        return f"{actual_size} bytes, expected {size}"
+    if checksum:
+        algo, expected = _parse_checksum(checksum)
         actual = _digest(part, algo)
         if actual != expected:
-            part.unlink()
-            raise DownloadError(
-                f"checksum mismatch for {url}: expected {algo} {expected}, got {actual}; the download "
-                f"was deleted. Rerun; if it happens again the file has changed upstream: fetch it with "
-                f"--mirror from a trusted copy"
-            )
-    with open(part, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(part, dest)
-    return dest
+            return f"checksum mismatch: expected {algo} {expected}, got {actual}"
+    elif check_archive:
+        damage = _archive_damage(part)
+        if damage is not None:
+            return f"a damaged or incomplete archive ({damage})"
+    return None
 
 
 class _Interrupted(Exception):
     """The connection broke after the transfer began; resuming may help."""
 
 
-def _transfer(url: str, part: Path, offset: int, size: int | None, *, show: bool, timeout: float) -> bool:
-    """One request. Returns True when the part file is complete (False: ask again)."""
+class _Ended(enum.Enum):
+    """How one request left the part file."""
+
+    AGAIN = "again"  # the part was discarded or is stale: ask again
+    COMPLETE = "complete"  # it holds every byte the server announced
+    UNANNOUNCED = "unannounced"  # the server announced no length; a cut connection looks the same as the end
+
+
+def _transfer(url: str, part: Path, offset: int, size: int | None, *, show: bool, timeout: float) -> _Ended:
+    """One request, appending to (or rewriting) the part file."""
     headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
@@ -492,14 +562,14 @@ def _transfer(url: str, part: Path, offset: int, size: int | None, *, show: bool
         if exc.code == 416 and offset:
             _, total = _content_range(exc.headers.get("Content-Range", ""))
             if total == offset:
-                return True  # the part already holds the whole file
+                return _Ended.COMPLETE  # the part already holds the whole file
             part.unlink()  # the part is longer than the file: start over
-            return False
+            return _Ended.AGAIN
         raise _NotServed(f"{url} answered HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
         raise _unreachable(url, exc.reason) from None
     except (OSError, http.client.HTTPException) as exc:
-        raise _Interrupted(f"{type(exc).__name__}: {exc}") from exc
+        raise _Interrupted(_describe(exc)) from exc
 
     with response:
         status = getattr(response, "status", None) or 200
@@ -509,7 +579,7 @@ def _transfer(url: str, part: Path, offset: int, size: int | None, *, show: bool
             start, total = _content_range(response.headers.get("Content-Range", ""))
             if start != offset:
                 part.unlink()  # not the continuation that was asked for: start over
-                return False
+                return _Ended.AGAIN
             mode = "ab"
         else:
             if offset:
@@ -523,12 +593,13 @@ def _transfer(url: str, part: Path, offset: int, size: int | None, *, show: bool
         bar = _bar(show, total or size, offset, part.name[: -len(".part")])
         received = offset
         try:
-            with open(part, mode) as f:
+            with _local_writes(part), open(part, mode) as f:
                 while True:
                     try:
-                        chunk = response.read(_CHUNK)
+                        # read1: whatever has arrived, so bytes before a reset are kept for resuming
+                        chunk = response.read1(_CHUNK)
                     except (OSError, http.client.HTTPException) as exc:
-                        raise _Interrupted(f"{type(exc).__name__}: {exc}") from exc
+                        raise _Interrupted(_describe(exc)) from exc
                     if not chunk:
                         break
                     f.write(chunk)
@@ -538,9 +609,11 @@ def _transfer(url: str, part: Path, offset: int, size: int | None, *, show: bool
         finally:
             if bar is not None:
                 bar.close()
-    if total is not None and received < total:
+    if total is None:
+        return _Ended.UNANNOUNCED
+    if received < total:
         raise _Interrupted(f"connection closed after {received} of {total} bytes")
-    return True
+    return _Ended.COMPLETE
 
 
 def _bar(show: bool, total: int | None, initial: int, desc: str):
@@ -637,6 +710,38 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _describe(exc: BaseException) -> str:
+    """``"Type: message"`` on one line (a server's garbage can carry newlines into the message)."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+_NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def _environment_failure(exc: OSError, path: Path) -> EnvironmentFailure | None:
+    """The machine's fault (disk full, read-only, no permission) as an error naming the path."""
+    if exc.errno in _DISK_FULL:
+        what = "free some space there, or download to another folder (--root)"
+    elif exc.errno in _NOT_WRITABLE:
+        what = "make it writable, or download to another folder (--root)"
+    else:
+        return None
+    return EnvironmentFailure(f"cannot write {exc.filename or path}: {exc.strerror or exc}; {what}")
+
+
+@contextlib.contextmanager
+def _local_writes(path: Path):
+    """Writing under ``path``: disk full or not writable becomes an ``EnvironmentFailure``."""
+    try:
+        yield
+    except OSError as exc:
+        failure = _environment_failure(exc, path)
+        if failure is None:
+            raise
+        raise failure from exc
+
+
 # --------------------------------------------------------------------------------------------
 # safe_extract(): unpack without ever writing outside the destination
 # --------------------------------------------------------------------------------------------
@@ -673,6 +778,37 @@ def safe_extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
     return dest
 
 
+class _Unsafe(DownloadError):
+    """The archive holds a member that would land outside the folder (or a device file)."""
+
+
+_UNREADABLE = (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError)
+
+
+def _archive_damage(archive: Path) -> str | None:
+    """Read every member of a zip or tar archive; what is wrong with it, or ``None``."""
+    try:
+        if zipfile.is_zipfile(archive):
+            with zipfile.ZipFile(archive) as zf:
+                bad = zf.testzip()  # reads every member, checking its CRC-32
+            return None if bad is None else f"member {bad!r} fails its CRC-32 check"
+        if tarfile.is_tarfile(archive):
+            with tarfile.open(archive, "r:*") as tf:
+                for member in tf:
+                    if member.isfile():
+                        with tf.extractfile(member) as f:
+                            while f.read(_CHUNK):
+                                pass
+                # A compressed stream's own check (gzip's CRC-32 and length) comes after the last
+                # member, and truncation inside the final padding shows only there.
+                while tf.fileobj.read(_CHUNK):
+                    pass
+            return None
+    except _UNREADABLE as exc:
+        return _describe(exc)
+    return "not a readable zip or tar archive"
+
+
 def _extract_checked(archive: Path, dest: Path) -> None:
     try:
         if zipfile.is_zipfile(archive):
@@ -683,11 +819,12 @@ def _extract_checked(archive: Path, dest: Path) -> None:
             raise DownloadError(f"{archive} is neither a zip nor a tar archive: delete it and rerun")
     except DownloadError:
         raise
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as exc:
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EACCES, errno.EROFS):
-            raise DownloadError(f"cannot unpack {archive} into {dest.parent}: {exc}") from exc
+    except _UNREADABLE as exc:
+        failure = _environment_failure(exc, dest.parent) if isinstance(exc, OSError) else None
+        if failure is not None:
+            raise failure from exc
         raise DownloadError(
-            f"{archive} is damaged ({type(exc).__name__}: {exc}): delete it and rerun to download it again"
+            f"{archive} is damaged ({_describe(exc)}): delete it and rerun to download it again"
         ) from exc
 
 
@@ -695,9 +832,9 @@ def _member_path(archive: Path, name: str) -> str:
     """The member's normalised relative path; raises for anything that could leave the folder."""
     unix = name.replace("\\", "/")
     if unix.startswith("/") or re.match(r"^[A-Za-z]:", unix):
-        raise DownloadError(f"{archive}: member {name!r} has an absolute path; refusing to unpack this archive")
+        raise _Unsafe(f"{archive}: member {name!r} has an absolute path; refusing to unpack this archive")
     if ".." in unix.split("/"):
-        raise DownloadError(f"{archive}: member {name!r} climbs out with '..'; refusing to unpack this archive")
+        raise _Unsafe(f"{archive}: member {name!r} climbs out with '..'; refusing to unpack this archive")
     return posixpath.normpath(unix)
 
 
@@ -705,7 +842,7 @@ def _inside_link(archive: Path, name: str, path: str, links: set[str]) -> None:
     parts = path.split("/")
     for i in range(1, len(parts)):
         if "/".join(parts[:i]) in links:
-            raise DownloadError(
+            raise _Unsafe(
                 f"{archive}: member {name!r} lies behind the link {'/'.join(parts[:i])!r}; "
                 f"refusing to unpack this archive"
             )
@@ -718,7 +855,7 @@ def _extract_zip(archive: Path, dest: Path) -> None:
             kind_bits = stat.S_IFMT(info.external_attr >> 16)  # 0: no Unix file type recorded
             if kind_bits not in (0, stat.S_IFREG, stat.S_IFDIR):
                 kind = "a symlink" if kind_bits == stat.S_IFLNK else "a special file"
-                raise DownloadError(f"{archive}: member {info.filename!r} is {kind}; refusing to unpack this archive")
+                raise _Unsafe(f"{archive}: member {info.filename!r} is {kind}; refusing to unpack this archive")
         zf.extractall(dest)  # reading each member checks its CRC-32
 
 
@@ -735,13 +872,13 @@ def _extract_tar(archive: Path, dest: Path) -> None:
                 base = posixpath.dirname(path) if m.issym() else ""
                 resolved = posixpath.normpath(posixpath.join(base, link))
                 if link.startswith("/") or resolved == ".." or resolved.startswith("../"):
-                    raise DownloadError(
+                    raise _Unsafe(
                         f"{archive}: member {m.name!r} links to {m.linkname!r}, outside the folder; "
                         f"refusing to unpack this archive"
                     )
                 links.add(path)
             elif not (m.isfile() or m.isdir()):
-                raise DownloadError(
+                raise _Unsafe(
                     f"{archive}: member {m.name!r} is a device file or FIFO; refusing to unpack this archive"
                 )
         if hasattr(tarfile, "data_filter"):
@@ -749,7 +886,7 @@ def _extract_tar(archive: Path, dest: Path) -> None:
                 tf.extractall(dest, members=members, filter="data")
             except tarfile.FilterError as exc:
                 member = getattr(getattr(exc, "tarinfo", None), "name", "?")
-                raise DownloadError(
+                raise _Unsafe(
                     f"{archive}: member {member!r} rejected ({exc}); refusing to unpack this archive"
                 ) from exc
         else:
