@@ -23,7 +23,7 @@ quickstart: install
 	$(BIN)/audiocnn train recipes/quickstart.yaml
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -rs
 
 acceptance: install
 	$(BIN)/python benchmarks/acceptance.py

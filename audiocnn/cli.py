@@ -1,7 +1,7 @@
 """The ``audiocnn`` command line. Flags are sugar for config fields; recipes hold the settings.
 
     audiocnn train recipes/digits.yaml optim.lr=3e-4 trainer.epochs=5
-    audiocnn train --resume runs/digits/20260101-120000
+    audiocnn train --resume runs/digits/20260101-120000 [trainer.epochs=60 ...]
     audiocnn evaluate runs/digits/<run> [--split test] [--checkpoint best]
     audiocnn predict runs/digits/<run> some.wav folder/ [--top-k 3] [--json out.json]
     audiocnn summary recipes/genre.yaml | MODEL --input-shape 1,1,64,101
@@ -42,13 +42,16 @@ __all__ = ["main"]
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    if args.resume:
-        if args.recipe or args.overrides:
-            raise ConfigError("--resume takes the run folder only; the run's saved config.yaml is used as is")
-        run_dir = train(None, resume=args.resume)
+    if args.resume:  # `--resume RUN key=value ...`: argparse takes the first override for the recipe
+        overrides = ([args.recipe] if args.recipe else []) + args.overrides
+        if args.recipe and "=" not in args.recipe:
+            raise ConfigError(f"--resume takes the run folder, not a recipe ({args.recipe}): the run's own config "
+                              "is used, with overrides of the keys that may change (trainer.epochs=N ...)")
+        run_dir = train(None, resume=args.resume, overrides=overrides)
     else:
         if not args.recipe:
-            raise ConfigError("usage: audiocnn train RECIPE.yaml [key.sub=value ...]  or  audiocnn train --resume RUN_DIR")
+            raise ConfigError("usage: audiocnn train RECIPE.yaml [key.sub=value ...]  or  "
+                              "audiocnn train --resume RUN_DIR [trainer.epochs=N ...]")
         cfg = load_config(args.recipe, args.overrides)
         run_dir = train(cfg)
     if env_rank() == 0:  # under torchrun, once
@@ -195,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a recipe (or resume a run)")
     t.add_argument("recipe", nargs="?", help="recipe YAML, e.g. recipes/digits.yaml")
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=3e-4 trainer.epochs=5")
-    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint; overrides may "
+                   "change only keys that touch neither model nor data (trainer.epochs=N extends it)")
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("evaluate", help="metrics, confusion matrix and per-class report for a run")

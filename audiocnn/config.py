@@ -13,6 +13,7 @@ Example:
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import os
@@ -34,7 +35,7 @@ from audiocnn.tasks import TASKS
 __all__ = [
     "AugmentConfig", "Config", "ConfigError", "DataConfig", "FrontendConfig", "ModelConfig",
     "OptimConfig", "TrainerConfig", "config_from_dict", "config_to_dict", "expand_env",
-    "load_config", "save_config",
+    "RESUME_KEYS", "load_config", "resume_changes", "resume_config", "save_config",
 ]
 
 Task = Literal[tuple(TASKS.names())]  # the registered task kinds (audiocnn.tasks)
@@ -185,12 +186,25 @@ class TrainerConfig:
     """Cap on training steps per epoch (smoke tests); 0 means a full epoch."""
     progress: Literal["auto", "always", "never"] = "auto"
     """Progress bars: ``auto`` shows them only on a terminal."""
+    log_every_s: float = 30.0
+    """Seconds between plain progress lines during an epoch when no progress bar shows (output not a terminal,
+    or ``progress: never``), on stdout and in log.txt: ``epoch 3: step 120/400 (30%), 12.3 s, loss 0.812`` (the
+    mean training loss of the epoch so far); 0 disables."""
+    loggers: list[Literal["csv", "tensorboard"]] = field(default_factory=lambda: ["csv"])
+    """Where each epoch's metrics go: ``csv`` (metrics.csv, read by ``audiocnn report``), ``tensorboard`` (every
+    numeric metrics.csv column as a scalar, step = epoch, in ``RUN/tensorboard/``; needs
+    ``pip install audiocnn[tensorboard]``)."""
     top_k: int = 3
     report: bool = True
     """Write ``report.html`` (``audiocnn report``) at the end of training."""
     compile: bool = False
     """``torch.compile`` the network (not the front-end); the first steps are slower while it compiles. Needs a C++
     compiler on CPUs."""
+
+
+RESUME_KEYS = ("trainer.epochs", "trainer.early_stopping", "trainer.report", "trainer.progress",
+               "trainer.log_every_s", "trainer.loggers", "trainer.device", "trainer.top_k")
+"""The keys ``audiocnn train --resume RUN key=value`` may change: none changes the model or the data."""
 
 
 @dataclass
@@ -457,6 +471,33 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
                     node[key] = child
                 node = child
     return data
+
+
+def resume_config(saved: dict, overrides: list[str]) -> Config:
+    """A run's saved config (from its checkpoint) with ``overrides`` applied, each one of :data:`RESUME_KEYS`.
+
+    Raises:
+        ConfigError: an unknown key, a bad value, or a key that would change the model or the data.
+    """
+    data = apply_overrides(copy.deepcopy(saved), list(overrides))  # unknown keys first: they get a suggestion
+    for item in overrides:
+        key = ".".join(k for k in item.split("=", 1)[0].strip().split(".") if k)
+        if key not in RESUME_KEYS:
+            raise ConfigError(f"--resume: {key} cannot change, it would change the model or the data the run was "
+                              f"trained with; start a new run for that (keys that can change on resume: "
+                              f"{', '.join(RESUME_KEYS)})")
+    return config_from_dict(data)
+
+
+def resume_changes(saved: dict, cfg: Config) -> list[str]:
+    """``key old -> new`` for each of :data:`RESUME_KEYS` that differs between a saved config and ``cfg``."""
+    old, new, out = config_to_dict(config_from_dict(saved)), config_to_dict(cfg), []  # keys added since: defaults
+    for key in RESUME_KEYS:
+        section, name = key.split(".")
+        before, after = old[section][name], new[section][name]
+        if before != after:
+            out.append(f"{key} {before} -> {after}")
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

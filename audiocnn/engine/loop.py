@@ -2,6 +2,7 @@
 
     audiocnn train recipes/digits.yaml optim.lr=3e-4
     audiocnn train --resume runs/digits/20260101-120000
+    audiocnn train --resume runs/digits/20260101-120000 trainer.epochs=60    # extend it
     torchrun --nproc_per_node=4 -m audiocnn train recipes/digits.yaml     # see audiocnn.engine.distributed
 """
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import gc
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,13 +20,14 @@ import torch
 from torch import nn
 
 from audiocnn.build import build_classifier, check_recipe, monitor_of
-from audiocnn.config import Config, config_from_dict, config_to_dict, save_config
+from audiocnn.config import Config, config_to_dict, resume_changes, resume_config, save_config
 from audiocnn.core.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from audiocnn.core.errors import ConfigError
 from audiocnn.core.io import write_json
 from audiocnn.core.runtime import seed_everything, show_progress
 from audiocnn.data.loader import make_loader
 from audiocnn.engine.distributed import DistContext, setup
-from audiocnn.engine.logging import RunLogger, write_env
+from audiocnn.engine.logging import ProgressLine, RunLogger, check_loggers, write_env
 from audiocnn.features import draw_mixup
 from audiocnn.inference import autocast, evaluate_loader, progress
 from audiocnn.modalities import Classifier, Data, modality_of
@@ -36,13 +39,14 @@ __all__ = ["Trained", "compile_network", "train"]
 
 @dataclass
 class Trained:
-    """What :func:`train` leaves: the run folder, the data it decoded (reused for the test evaluation), and
-    whether this process is the one that writes (rank 0)."""
+    """What :func:`train` leaves: the run folder, the data it decoded (reused for the test evaluation),
+    whether this process is the one that writes (rank 0), and the run's config (with what a resume changed)."""
 
     run_dir: Path
     data: Data
     is_main: bool
     device: torch.device
+    cfg: Config
 
 
 def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
@@ -107,16 +111,21 @@ def fit_normalizer(model: Classifier, data: Data, cfg: Config, device: torch.dev
 
 
 def train_one_epoch(model: Classifier, loader, optimizer, scheduler, scaler, cfg: Config, device: torch.device,
-                    *, epoch: int, show: bool, dist: DistContext | None = None) -> dict[str, float]:
+                    *, epoch: int, show: bool, dist: DistContext | None = None,
+                    report: Callable[[str], None] | None = None) -> dict[str, float]:
     """One pass over the training loader; returns mean loss (and accuracy for multiclass), over all processes
     of a distributed run (``dist``), and how fast it went: ``train_time_s``, ``train_samples``,
     ``samples_per_s`` and ``data_wait``, the fraction of that time this process spent waiting for the next
-    batch (a device that waits for data shows up here)."""
+    batch (a device that waits for data shows up here).
+
+    ``show`` draws a progress bar; without one, ``report`` gets a plain progress line every
+    ``trainer.log_every_s`` seconds."""
     task, tr = get_task(cfg.data.task), cfg.trainer
     model.train()
     total_loss, correct, seen = 0.0, 0, 0
     steps = len(loader) if not tr.max_steps_per_epoch else min(len(loader), tr.max_steps_per_epoch)
     batches = iter(progress(loader, show, f"epoch {epoch}", total=steps))
+    line = ProgressLine(report, epoch=epoch, steps=steps, every_s=0.0 if show else tr.log_every_s)  # or a bar
     started, wait = time.perf_counter(), 0.0
     for step in range(steps):
         t0 = time.perf_counter()
@@ -152,6 +161,7 @@ def train_one_epoch(model: Classifier, loader, optimizer, scheduler, scaler, cfg
         seen += wave.shape[0]
         if task.name == "multiclass" and mix is None:
             correct += (logits.argmax(1) == target).sum().item()
+        line.update(step + 1, total_loss / seen)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - started
@@ -171,7 +181,8 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value > best if mode == "max" else value < best)
 
 
-def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False) -> Trained:
+def train(cfg: Config | None, *, resume: str | Path | None = None, overrides: Sequence[str] = (),
+          quiet: bool = False) -> Trained:
     """Train a recipe (or resume a run): the run folder, its best and last checkpoints, metrics.csv and log.txt.
 
     The test splits are evaluated, and the report written, by :func:`audiocnn.pipelines.train` (what
@@ -180,19 +191,50 @@ def train(cfg: Config, *, resume: str | Path | None = None, quiet: bool = False)
     A resumed run restores model, optimizer, scheduler, RNG states and epoch from ``checkpoints/last.pt``,
     so it finishes with the same metrics as an uninterrupted run with the same seed.
 
+    ``overrides`` (with ``resume`` only) change keys of :data:`audiocnn.config.RESUME_KEYS`, which touch neither
+    model nor data: ``trainer.epochs=N`` extends the run (or ends it sooner, not before the epochs it has done).
+    The new values go into config.yaml and the checkpoints. A schedule that does not depend on the length
+    (``none``, ``step``, warm-up) continues as if the run had been planned that long; ``cosine`` is laid out
+    again over the new length, so the extended epochs get the learning rate of a run planned for N epochs from
+    the start (the epochs done followed the old curve, which may have decayed to zero: the rate rises again);
+    ``onecycle`` cannot be extended.
+
     Launched by torchrun, every process runs this function and trains one DistributedDataParallel replica
     (:mod:`audiocnn.engine.distributed` says what changes); rank 0 alone writes the run folder.
     """
     state = None
     if resume is not None:
         state = load_checkpoint(Path(resume) / "checkpoints" / "last.pt")
-        cfg = config_from_dict(state["config"])
+        cfg = resume_config(state["config"], list(overrides))
+        _check_new_length(cfg, state)
+    elif overrides:
+        raise ConfigError("overrides without resume: apply them to the recipe (audiocnn.config.load_config)")
     check_recipe(cfg)  # before any data is decoded or a folder made
+    check_loggers(cfg.trainer.loggers)
     ctx = setup(cfg.trainer.device)
     try:
         return _train(cfg, ctx, state=state, run_dir=None if resume is None else Path(resume), quiet=quiet)
     finally:
         ctx.close()
+
+
+def _check_new_length(cfg: Config, state: dict) -> None:
+    """A resumed run's ``trainer.epochs``: not fewer than it has done; longer only for a schedule that can."""
+    epochs, done, planned = cfg.trainer.epochs, state["epoch"], state["config"]["trainer"]["epochs"]
+    if epochs < done:
+        raise ConfigError(f"trainer.epochs={epochs}, but the run has trained {done} epochs already; give {done} "
+                          "or more")
+    if epochs > planned and cfg.optim.scheduler == "onecycle":
+        raise ConfigError(f"trainer.epochs={epochs}: the run's onecycle schedule is laid out over {planned} epochs "
+                          "and cannot run longer; start a new run (or train with optim.scheduler=cosine)")
+
+
+def _relayout_schedule(scheduler, optimizer: torch.optim.Optimizer) -> None:
+    """After ``trainer.epochs`` changed on resume: the learning rate the schedule, rebuilt over the new length,
+    gives at the step reached (the optimizer's saved one came from the old length)."""
+    if isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+        for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base * factor(scheduler.last_epoch)
 
 
 def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path | None, quiet: bool) -> Trained:
@@ -213,7 +255,7 @@ def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path |
             save_config(cfg, run_dir / "config.yaml")
             write_env(run_dir)
         run_dir = Path(ctx.broadcast_object(str(run_dir) if ctx.is_main else None))
-    log = RunLogger(run_dir, quiet=quiet, enabled=ctx.is_main)
+    log = RunLogger(run_dir, quiet=quiet, enabled=ctx.is_main, loggers=tr.loggers)
     show = show_progress(tr.progress) and ctx.is_main
     log.info(f"run: {run_dir} | device: {device} | precision: {tr.precision}")
     if ctx.enabled:
@@ -262,6 +304,13 @@ def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path |
         log.truncate(start_epoch)
         log.info(f"resumed at epoch {start_epoch} (best {monitor} {best})"
                  + (f" on {ctx.world_size} process(es), {len(saved)} before" if not same_world else ""))
+        changes = resume_changes(state["config"], cfg)
+        if changes:
+            log.info(f"changed on resume: {', '.join(changes)}")
+            if ctx.is_main:
+                save_config(cfg, run_dir / "config.yaml")
+        if tr.epochs != state["config"]["trainer"]["epochs"]:
+            _relayout_schedule(scheduler, optimizer)
 
     ckpt_dir = run_dir / "checkpoints"
     for epoch in range(start_epoch + 1, tr.epochs + 1):
@@ -270,7 +319,7 @@ def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path |
         t0 = time.perf_counter()
         row: dict[str, Any] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         row.update(train_one_epoch(net, train_loader, optimizer, scheduler, scaler, cfg, device, epoch=epoch,
-                                   show=show, dist=ctx))
+                                   show=show, dist=ctx, report=log.info))
         ctx.average_batchnorm(model)
         if val_loader is not None:
             out, tgt, loss = evaluate_loader(model, val_loader, task.name, device, precision=tr.precision)
@@ -304,9 +353,10 @@ def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path |
             log.info(f"early stopping: {monitor} has not improved for {stale} epochs (best {best} at epoch {best_epoch})")
             break
 
+    log.close()
     # Training is over for every process; what follows needs no collectives. The DDP wrapper holds the process
     # group (and gloo work holding tensors): freed first, or its destruction at interpreter exit can abort.
     del net
     gc.collect()
     ctx.close(wait=True)
-    return Trained(run_dir, data, ctx.is_main, device)
+    return Trained(run_dir, data, ctx.is_main, device, cfg)
