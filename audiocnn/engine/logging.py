@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from audiocnn.core.io import atomic_write_text
+from audiocnn.core.io import append_text, atomic_write_text
 
 __all__ = ["RunLogger", "make_run_dir", "write_env"]
 
@@ -61,8 +61,7 @@ class RunLogger:
             return
         if not self.quiet:
             print(msg, flush=True)
-        with open(self.run_dir / "log.txt", "a") as f:
-            f.write(msg + "\n")
+        append_text(self.run_dir / "log.txt", msg + "\n")
 
     def rows(self) -> list[dict[str, str]]:
         if not self.csv_path.exists():
