@@ -18,7 +18,7 @@ from audiocnn.build import build_classifier
 from audiocnn.config import Config, config_from_dict
 from audiocnn.core.checkpoint import load_checkpoint
 from audiocnn.core.errors import CheckpointError, ConfigError
-from audiocnn.core.io import atomic_write_text
+from audiocnn.core.io import atomic_write_text, make_dirs
 from audiocnn.core.runtime import pick_device
 from audiocnn.modalities import Classifier, Data, modality_of
 
@@ -33,7 +33,7 @@ def make_run_dir(output_dir: str | Path, name: str) -> Path:
     """
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     parent = Path(output_dir) / name
-    parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(parent, setting="trainer.output_dir")
     for i in range(10_000):
         path = parent / (stamp if i == 0 else f"{stamp}-{i}")
         try:

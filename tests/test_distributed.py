@@ -121,15 +121,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(cwd: Path, *args: str, nproc: int = 2) -> str:
-    """``python -m torch.distributed.run --nproc_per_node=2 -m audiocnn ARGS`` on loopback; its output."""
+def torchrun(cwd: Path, *args: str, nproc: int = 2, status: int = 0) -> str:
+    """``python -m torch.distributed.run --nproc_per_node=2 -m audiocnn ARGS`` on loopback; its output, after
+    checking its exit status (1: some inputs failed)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", MASTER_ADDR="127.0.0.1")
     env.pop("CUDA_VISIBLE_DEVICES", None)
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_addr=127.0.0.1",
            f"--master_port={_free_port()}", "-m", "audiocnn", *args]
     proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           timeout=240)
-    assert proc.returncode == 0, proc.stdout
+    assert proc.returncode == status, proc.stdout
     return proc.stdout
 
 
@@ -263,8 +264,10 @@ def test_embed_with_two_processes(base, bn_run, tmp_path):
 
     from audiocnn.embed import embed_files, load_embedder
     embed_files(load_embedder(str(bn_run), device="cpu"), [inputs], tmp_path / "one", log=None, progress="never")
-    out = torchrun(tmp_path, "embed", str(bn_run), str(inputs), "--out", str(tmp_path / "two"), "--progress", "never")
-    assert out.count("embedded ") == 1 and "1 error(s)" in out
+    # broken.wav fails, the others are embedded: exit status 1 (some inputs failed), on every process
+    out = torchrun(tmp_path, "embed", str(bn_run), str(inputs), "--out", str(tmp_path / "two"), "--progress", "never",
+                   status=1)
+    assert out.count("embedded ") == 1 and "1 error(s)" in out and "1 of " in out
 
     def manifest(d: Path) -> list[dict]:
         with open(d / "manifest.csv") as f:
@@ -279,7 +282,8 @@ def test_embed_with_two_processes(base, bn_run, tmp_path):
 
     # Re-running skips what is done (whichever process did it) and keeps the whole manifest.
     stamp = (tmp_path / "two" / manifest(tmp_path / "two")[0]["frames"]).stat().st_mtime_ns
-    out = torchrun(tmp_path, "embed", str(bn_run), str(inputs), "--out", str(tmp_path / "two"), "--progress", "never")
+    out = torchrun(tmp_path, "embed", str(bn_run), str(inputs), "--out", str(tmp_path / "two"), "--progress", "never",
+                   status=1)
     assert f"{len(wavs) - 1} done before" in out
     assert (tmp_path / "two" / manifest(tmp_path / "two")[0]["frames"]).stat().st_mtime_ns == stamp
     assert manifest(tmp_path / "two") == manifest(tmp_path / "one")

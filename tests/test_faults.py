@@ -170,3 +170,65 @@ def test_skipped_files_are_recorded(tmp_path):
     if (run / "eval" / f"{split}_metrics.json").exists():
         assert json.loads((run / "eval" / f"{split}_metrics.json").read_text())["skipped"] == 1
     assert "skipped.csv" in (run / "report.html").read_text()
+
+
+# --- the environment: a full disk and read-only folders (faults made as in tests/test_disk.py: a real tmpfs where
+# this machine lets the tests mount one, else the error injected at os.replace / os.open) ----------------------------
+
+from test_disk import make_disk, read_only  # noqa: E402,F401  (fixtures)
+
+ENVIRONMENT = [
+    ("train", "read-only output folder", "read_only", ["train", RECIPE, "{base_no_out}", "trainer.output_dir={dir}/runs"],
+     ["trainer.output_dir"]),
+    ("train", "read-only data root", "read_only", ["train", RECIPE, "{base_no_root}", "data.root={dir}/syn"],
+     ["data.root"]),
+    ("predict", "--json on a full disk", "full", ["predict", "{run}", "{inputs}/good1.wav", "--json", "{dir}/p.json"],
+     ["p.json", "disk is full"]),
+    ("embed", "--out on a full disk", "full", ["embed", "{run}", "{inputs}/good1.wav", "--out", "{dir}/emb", "--format",
+                                               "csv", "--progress", "never"], ["emb", "disk is full"]),
+    ("embed", "--out read-only", "read_only", ["embed", "{run}", "{inputs}/good1.wav", "--out", "{dir}/emb"], ["emb"]),
+    ("report", "--out on a full disk", "full", ["report", "{run}", "--out", "{dir}/r.html"], ["r.html", "disk is full"]),
+    ("show", "--out on a full disk", "full", ["show", "{inputs}/good1.wav", "--out", "{dir}/s.png"], ["s.png"]),
+    ("hear make-task", "--out on a full disk", "full", ["hear", "make-task", "synthetic", "data.num_classes=2",
+                                                       "data.num_per_class=2", "data.sample_rate=8000",
+                                                       "data.duration=0.5", "--root", "{tmp}/hsyn", "--out",
+                                                       "{dir}/tasks", "--progress", "never"], ["disk is full"]),
+    ("data download", "read-only --root", "read_only", ["data", "download", "fsdd", "--root", "{dir}/d"], ["{dir}"]),
+]
+
+
+def _environment_fault(env, capsys, folder, argv, phrases):
+    base = env["base"]
+    values = dict(run=env["run"], inputs=env["inputs"], tmp=env["tmp"], dir=folder)
+    args = []
+    for a in argv:
+        if a == "{base_no_out}":
+            args += base
+        elif a == "{base_no_root}":
+            args += [b for b in base if not b.startswith("data.root=")] + [f"trainer.output_dir={env['tmp']}/env_runs"]
+        else:
+            args.append(a.format(**values))
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert "Traceback" not in err and err.count("error: ") == 1, err
+    assert all(p.format(**values) in err for p in phrases), err
+    left = [p for p in Path(folder).rglob("*") if p.is_file() and p.name != ".filler"]
+    assert left == [], left  # nothing half-written that looks like a result
+
+
+FULL = [row for row in ENVIRONMENT if row[2] == "full"]
+READ_ONLY = [row for row in ENVIRONMENT if row[2] == "read_only"]
+
+
+@pytest.mark.parametrize("command, fault, kind, argv, phrases", FULL, ids=[f"{c}: {f}" for c, f, *_ in FULL])
+def test_full_disk(env, make_disk, capsys, command, fault, kind, argv, phrases):
+    disk = make_disk(256 << 10)
+    disk.fill()
+    _environment_fault(env, capsys, disk.path, argv, phrases)
+
+
+@pytest.mark.parametrize("command, fault, kind, argv, phrases", READ_ONLY,
+                         ids=[f"{c}: {f}" for c, f, *_ in READ_ONLY])
+def test_read_only_folder(env, read_only, capsys, command, fault, kind, argv, phrases):
+    _environment_fault(env, capsys, read_only, argv, phrases)

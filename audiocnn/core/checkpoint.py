@@ -1,7 +1,9 @@
 """Checkpoints: weights, resolved config, labels and training state, in one file.
 
-Written atomically (temporary file, then rename) and read with ``torch.load(weights_only=True)``,
-which refuses arbitrary pickled objects, so loading a checkpoint never executes code from it.
+Serialised in memory, then written atomically (temporary file, then rename): a full disk is a
+:class:`~audiocnn.core.io.WriteFailure` naming the size needed, and the previous file stays whole.
+Read with ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects, so loading a
+checkpoint never executes code from it.
 Front-end kernels are not part of the model's ``state_dict`` and so never stored.
 """
 from __future__ import annotations
@@ -68,7 +70,12 @@ def clean_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Ten
 
 def save_checkpoint(path: str | Path, *, model: torch.nn.Module, config: dict, labels: list[str], task: str,
                     epoch: int, **extra: Any) -> None:
-    """Write a checkpoint atomically. ``extra`` holds optimizer/scheduler/rng state, metrics, best."""
+    """Write a checkpoint atomically. ``extra`` holds optimizer/scheduler/rng state, metrics, best.
+
+    Raises:
+        WriteFailure: the disk is full (the message says how many MB the checkpoint needs) or the folder is
+            read-only; the file at ``path``, if any, is unchanged.
+    """
     payload = {
         "format": FORMAT, "version": VERSION, "audiocnn_version": audiocnn.__version__,
         "torch_version": str(torch.__version__), "model": clean_state_dict(model.state_dict()), "config": config,

@@ -16,7 +16,8 @@ class                       exit   raised for
 :class:`EnvironmentFailure` 3      the machine cannot do it: no such device, disk full, read-only
 ==========================  =====  =============================================================
 
-Errors with fields of their own (``AudioError`` in :mod:`audiocnn.audio.io`, ``ImageError``) and domain errors
+Errors with fields of their own (``AudioError`` in :mod:`audiocnn.audio.io`, ``ImageError``, ``WriteFailure`` in
+:mod:`audiocnn.core.io`: a full disk or a read-only folder) and domain errors
 (``EmbedError``, ``HearError`` ...) subclass one of these in their own module.
 """
 from __future__ import annotations

@@ -30,6 +30,7 @@ import numpy as np
 
 from audiocnn.audio.io import AudioError, load_audio
 from audiocnn.data.splits import DataError, Example, Splits
+from audiocnn.core.errors import EnvironmentFailure
 from audiocnn.core.io import atomic_write
 from audiocnn.core.runtime import show_progress
 
@@ -51,7 +52,9 @@ class AudioCache:
     """Decoded, resampled waves keyed by dataset, sample rate and file content.
 
     Args:
-        cache_dir: folder for ``.npy`` files; ``None`` or ``""`` keeps everything in memory only.
+        cache_dir: folder for ``.npy`` files; ``None`` or ``""`` keeps everything in memory only. A folder that
+            cannot be written (read-only, disk full) gives one warning, and this process keeps what it decodes
+            in memory; entries already there are still read.
         sample_rate: rate every wave is resampled to, in Hz.
         dataset: name of the sub-folder (e.g. ``data.name``), so one dataset's cache can be deleted alone.
         max_open: with a disk cache, how many memory-mapped arrays stay open in this process
@@ -80,6 +83,7 @@ class AudioCache:
         self._memory: OrderedDict[str, tuple[tuple, np.ndarray]] = OrderedDict()
         self._ids: dict[str, str] | None = None   # "path|size|mtime_ns" -> content hash (index.json)
         self._new_ids = 0
+        self._writable = True  # until a write fails: then decoded waves stay in memory (one warning)
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -89,7 +93,7 @@ class AudioCache:
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         del state["_lock"]
-        if self.dir is not None:
+        if self.dir is not None and self._writable:
             state.update(_memory=OrderedDict(), _mapped=0, _held=0)
         return state
 
@@ -142,14 +146,14 @@ class AudioCache:
 
     def flush(self) -> None:
         """Write the content ids learnt by this process to ``index.json`` (merged with what is there)."""
-        if self.dir is None or not self._new_ids:
+        if self.dir is None or not self._new_ids or not self._writable:
             return
         with self._lock:
             merged = {**self._read_index(), **(self._ids or {})}
             self._new_ids = 0
         try:
             atomic_write(self.index_file, lambda f: f.write(json.dumps(merged).encode()))
-        except OSError as e:
+        except (OSError, EnvironmentFailure) as e:
             warnings.warn(f"cannot write {self.index_file} ({e}); files will be hashed again next time", stacklevel=2)
 
     def file_for(self, key: tuple) -> Path | None:
@@ -179,14 +183,13 @@ class AudioCache:
             wave = load_audio(path, self.sample_rate)
             with self._lock:
                 self.decodes += 1
-            if file is not None:
+            if file is not None and self._writable:
                 try:
-                    atomic_write(file, lambda f: np.save(f, wave, allow_pickle=False))
+                    atomic_write(file, lambda f: np.save(f, wave, allow_pickle=False), setting="data.cache_dir")
                     mapped = self._read(file)
                     wave = mapped if mapped is not None else wave
-                except OSError as e:
-                    warnings.warn(f"cannot write the audio cache {file} ({e}); keeping {path} in memory only",
-                                  stacklevel=2)
+                except (OSError, EnvironmentFailure) as e:
+                    self._stop_writing(e)
         if wave.flags.writeable:
             wave.flags.writeable = False
         with self._lock:
@@ -195,10 +198,19 @@ class AudioCache:
                 self._count(old[1], -1)
             self._memory[key[0]] = (key, wave)
             self._count(wave, +1)
-            if self.dir is not None:
+            if self.dir is not None and self._writable:  # else memory holds the only copy
                 while len(self._memory) > 1 and (self._mapped > self.max_open or self._held > self.max_bytes):
                     self._count(self._memory.popitem(last=False)[1][1], -1)
         return wave
+
+    def _stop_writing(self, error: Exception) -> None:
+        """A read-only, full or failing cache folder: one warning, then memory only for this process."""
+        with self._lock:
+            if not self._writable:
+                return
+            self._writable = False
+        warnings.warn(f"the audio cache {self.dir} cannot be written, so decoded audio is kept in memory for this "
+                      f"run instead: {error}", stacklevel=3)
 
     def _count(self, wave: np.ndarray, sign: int) -> None:
         if isinstance(wave, np.memmap):
@@ -216,7 +228,10 @@ class AudioCache:
         except (OSError, ValueError):
             wave = None
         if wave is None or wave.dtype != np.float32 or wave.ndim != 1:
-            file.unlink(missing_ok=True)  # a damaged cache entry is rebuilt, never trusted
+            try:  # a damaged cache entry is rebuilt, never trusted
+                file.unlink(missing_ok=True)
+            except OSError:
+                pass  # a read-only cache: the wave is decoded again, and kept in memory
             return None
         return wave
 

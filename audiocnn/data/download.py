@@ -41,7 +41,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from audiocnn.core.io import atomic_write_text
+from audiocnn.core.io import atomic_write_text, check_writable
 from audiocnn.core.errors import ConfigError, DownloadError, EnvironmentFailure
 from audiocnn.core.runtime import show_progress
 
@@ -228,6 +228,7 @@ def download(
     target = root / source.folder
     if not force and not _missing(target, source.layout):
         return target
+    check_writable(root, setting="--root (data.root)")  # a read-only folder fails before any download
 
     mirror = mirror if mirror is not None else os.environ.get(MIRROR_ENV) or None
     archive = root / "downloads" / source.archive

@@ -24,7 +24,7 @@ import numpy as np
 import soundfile as sf
 
 from audiocnn.core.errors import ConfigError
-from audiocnn.core.io import atomic_write, atomic_write_text
+from audiocnn.core.io import atomic_write, atomic_write_text, check_writable
 
 __all__ = ["MAX_CLASSES", "SPLIT_FRACTIONS", "class_names", "generate", "synthetic_clip"]
 
@@ -118,6 +118,7 @@ def generate(root: str | Path, *, num_classes: int, num_per_class: int, duration
             old = None
         if old == params:
             return root
+    check_writable(root, setting="data.root")  # a read-only root fails here, in one line
     # only ever remove folders this generator makes (class names), never anything else in root
     marker.unlink(missing_ok=True)
     for name in class_names(MAX_CLASSES):
@@ -129,6 +130,7 @@ def generate(root: str | Path, *, num_classes: int, num_per_class: int, duration
             wave = synthetic_clip(c, rng, duration=duration, sample_rate=sample_rate)
             buf = io.BytesIO()
             sf.write(buf, wave, sample_rate, format="WAV", subtype="PCM_16")
-            atomic_write(root / name / f"{name}_{i:04d}.wav", lambda f: f.write(buf.getvalue()))
-    atomic_write_text(marker, json.dumps(params, indent=2) + "\n")
+            atomic_write(root / name / f"{name}_{i:04d}.wav", lambda f: f.write(buf.getvalue()),
+                         setting="data.root")
+    atomic_write_text(marker, json.dumps(params, indent=2) + "\n", setting="data.root")
     return root

@@ -12,7 +12,7 @@ import numpy as np
 
 from audiocnn.audio import resample
 from audiocnn.audio.io import find_inputs
-from audiocnn.core.io import atomic_write_text
+from audiocnn.core.io import atomic_write_text, make_dirs
 from audiocnn.core.runtime import show_progress
 from audiocnn.embed.batcher import EmbeddingResult, Pool, WindowBatcher, Job
 from audiocnn.embed.embedders import EmbedError, Embedder, load_embedder
@@ -139,9 +139,9 @@ def embed_files(emb: Embedder, inputs: Iterable[str | Path], out_dir: str | Path
             what = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
             raise EmbedError(f"{out} holds embeddings made with other settings ({what}); use another --out, or "
                              "--overwrite to replace them")
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out, setting="--out")
     if dist.is_main:  # every process checked the old settings above, so they agree on refusing
-        atomic_write_text(config_path, json.dumps(settings, indent=2) + "\n")
+        atomic_write_text(config_path, json.dumps(settings, indent=2) + "\n", setting="--out")
 
     sources = _sources(inputs)
     rows: list[dict[str, Any]] = [{} for _ in sources]

@@ -20,20 +20,9 @@ import torch
 
 import audiocnn
 from audiocnn.core.errors import ConfigError
-from audiocnn.core.io import atomic_write_text
+from audiocnn.core.io import append_text, atomic_write_text
 
-__all__ = ["ProgressLine", "RunLogger", "check_loggers", "git_commit", "make_run_dir", "write_env"]
-
-
-def make_run_dir(output_dir: str, name: str) -> Path:
-    """A new, unique ``output_dir/name/YYYYmmdd-HHMMSS`` folder."""
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path(output_dir) / name / stamp
-    path, i = base, 1
-    while path.exists():
-        path, i = base.with_name(f"{stamp}-{i}"), i + 1
-    (path / "checkpoints").mkdir(parents=True)
-    return path
+__all__ = ["ProgressLine", "RunLogger", "check_loggers", "git_commit", "write_env"]
 
 
 def git_commit(directory: Path) -> str:
@@ -130,8 +119,7 @@ class RunLogger:
             return
         if not self.quiet:
             print(msg, flush=True)
-        with open(self.run_dir / "log.txt", "a") as f:
-            f.write(msg + "\n")
+        append_text(self.run_dir / "log.txt", msg + "\n")
 
     def rows(self) -> list[dict[str, str]]:
         if not self.csv_path.exists():

@@ -22,8 +22,8 @@ from torch import nn
 from audiocnn.build import build_classifier, check_recipe, monitor_of
 from audiocnn.config import Config, config_to_dict, resume_changes, resume_config, save_config
 from audiocnn.core.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from audiocnn.core.errors import ConfigError
-from audiocnn.core.io import write_json
+from audiocnn.core.errors import ConfigError, EnvironmentFailure
+from audiocnn.core.io import WriteFailure, check_writable, write_json
 from audiocnn.core.runtime import seed_everything, show_progress
 from audiocnn.data.loader import make_loader
 from audiocnn.engine.distributed import DistContext, setup
@@ -181,6 +181,15 @@ def _improved(value: float, best: float | None, mode: str) -> bool:
     return best is None or (value > best if mode == "max" else value < best)
 
 
+def _unsaved(e: WriteFailure, run_dir: Path, *, saved: int) -> EnvironmentFailure:
+    """A checkpoint that cannot be written ends the run in one line: what failed, and how to continue."""
+    once = "once space is freed" if e.disk_full else f"once {run_dir} is writable again"
+    if saved == 0:
+        return EnvironmentFailure(f"{e}; no epoch was saved: train again {once}")
+    return EnvironmentFailure(f"{e}; checkpoints/last.pt holds epoch {saved}: `audiocnn train --resume {run_dir}` "
+                              f"continues from there {once}")
+
+
 def train(cfg: Config | None, *, resume: str | Path | None = None, overrides: Sequence[str] = (),
           quiet: bool = False) -> Trained:
     """Train a recipe (or resume a run): the run folder, its best and last checkpoints, metrics.csv and log.txt.
@@ -211,6 +220,8 @@ def train(cfg: Config | None, *, resume: str | Path | None = None, overrides: Se
         raise ConfigError("overrides without resume: apply them to the recipe (audiocnn.config.load_config)")
     check_recipe(cfg)  # before any data is decoded or a folder made
     check_loggers(cfg.trainer.loggers)
+    if resume is None:  # a read-only output folder, too
+        check_writable(cfg.trainer.output_dir, setting="trainer.output_dir")
     ctx = setup(cfg.trainer.device)
     try:
         return _train(cfg, ctx, state=state, run_dir=None if resume is None else Path(resume), quiet=quiet)
@@ -346,9 +357,12 @@ def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path |
                         scaler=scaler.state_dict(), rng=rng[0], **({"rng_ranks": rng} if ctx.enabled else {}),
                         best=best, best_epoch=best_epoch, stale=stale,
                         metrics={k: v for k, v in row.items() if isinstance(v, (int, float))})
-            if improved:
-                save_checkpoint(ckpt_dir / "best.pt", **ckpt)
-            save_checkpoint(ckpt_dir / "last.pt", **ckpt)
+            try:
+                if improved:
+                    save_checkpoint(ckpt_dir / "best.pt", **ckpt)
+                save_checkpoint(ckpt_dir / "last.pt", **ckpt)
+            except WriteFailure as e:  # last.pt still holds the epoch before
+                raise _unsaved(e, run_dir, saved=epoch - 1) from e
         if tr.early_stopping and stale >= tr.early_stopping:
             log.info(f"early stopping: {monitor} has not improved for {stale} epochs (best {best} at epoch {best_epoch})")
             break

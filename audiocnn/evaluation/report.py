@@ -140,7 +140,7 @@ def write_report(run_dir: str | Path, *, split: str = "test", n_examples: int = 
     _network(page, model, cfg, loader, page.groups)
 
     out = Path(out) if out is not None else run_dir / "report.html"
-    atomic_write_text(out, _render(page, split))
+    atomic_write_text(out, _render(page, split), setting="--out")
     return out
 
 

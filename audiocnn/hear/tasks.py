@@ -35,7 +35,7 @@ import soundfile as sf
 
 from audiocnn.core.errors import AudiocnnError
 from audiocnn.audio import fix_length, resample
-from audiocnn.core.io import atomic_write, atomic_write_text
+from audiocnn.core.io import atomic_write, atomic_write_text, make_dirs
 from audiocnn.core.runtime import show_progress
 
 __all__ = [
@@ -434,8 +434,8 @@ def _prepare_folder(task_dir: Path, record: dict, overwrite: bool) -> None:
         return  # resume: WAVs are written atomically, so every one present is whole
     if ours:
         shutil.rmtree(task_dir)
-    task_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(marker, json.dumps(record, indent=2) + "\n")
+    make_dirs(task_dir, setting="--out")
+    atomic_write_text(marker, json.dumps(record, indent=2) + "\n", setting="--out")
 
 
 def _write_wav(path: Path, wave: np.ndarray, sample_rate: int) -> None:
