@@ -169,26 +169,22 @@ def _cmd_list_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def _at_least(low: float, kind=int):
-    """An argparse type: a number >= ``low`` (argparse reports a bad one as a usage error, exit 2)."""
+def _at_least(low: float, kind=int, *, strict: bool = False):
+    """An argparse type: a number ``>= low`` (``> low`` when ``strict``); a bad one is a usage error, exit 2."""
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
-        if not value >= low or value != value:
-            raise argparse.ArgumentTypeError(f"{text} must be {'at least ' + str(low) if low else 'positive'}")
+        if value != value or value < low or (strict and value == low):
+            raise argparse.ArgumentTypeError(f"{text} must be {'above' if strict else 'at least'} {low}")
         return value
 
     return parse
 
 
-def _positive(text: str) -> float:
-    value = _at_least(0.0, float)(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"{text} must be positive")
-    return value
+_positive = _at_least(0.0, float, strict=True)
 
 
 def build_parser() -> argparse.ArgumentParser:

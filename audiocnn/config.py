@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-import torch
 import yaml
 
 from audiocnn.core.errors import ConfigError
 from audiocnn.core.io import atomic_write_text
+from audiocnn.core.runtime import parse_device
 from audiocnn.features import FRONTEND_KINDS, FrontendSettings
 from audiocnn.tasks import TASKS
 
@@ -415,11 +415,7 @@ def check_ranges(cfg: Config) -> None:
         if not ok(value):
             raise ConfigError(f"{key}={value!r} is out of range; use {what}")
     if cfg.trainer.device != "auto":
-        try:
-            torch.device(cfg.trainer.device)
-        except (RuntimeError, TypeError):
-            raise ConfigError(f"trainer.device={cfg.trainer.device!r} is not a device name; use auto, cpu, cuda, "
-                              "cuda:N or mps") from None
+        parse_device(cfg.trainer.device)
 
 
 def config_to_dict(cfg: Any) -> dict:

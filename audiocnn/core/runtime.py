@@ -10,7 +10,7 @@ import torch
 
 from audiocnn.core.errors import ConfigError, EnvironmentFailure
 
-__all__ = ["pick_device", "seed_everything", "show_progress"]
+__all__ = ["parse_device", "pick_device", "seed_everything", "show_progress"]
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
@@ -21,6 +21,19 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     if deterministic:
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
+
+
+def parse_device(name: str | torch.device) -> torch.device:
+    """A device name as torch spells it (``cpu``, ``cuda:1``, ``mps``), checked; not whether the machine has it.
+
+    Raises:
+        ConfigError: a name torch does not know (``gpu0``), listing the valid forms.
+    """
+    try:
+        return torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {name!r} (trainer.device, --device) is not a device name; use auto, cpu, cuda, "
+                          "cuda:N or mps") from None
 
 
 def pick_device(name: str | torch.device | None = "auto") -> torch.device:
@@ -37,11 +50,7 @@ def pick_device(name: str | torch.device | None = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"device {name!r} (trainer.device, --device) is not a device name; use auto, cpu, cuda, "
-                          "cuda:N or mps") from None
+    device = parse_device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise EnvironmentFailure(f"device {name!r} (trainer.device, --device): CUDA is not available here "
