@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [  # bottom first
     ("audiocnn.runs", "audiocnn.inference"),   # run folders as a service; the shared forward pass
     ("audiocnn.engine", "audiocnn.evaluation"),
     ("audiocnn.pipelines", "audiocnn.embed"),
-    ("audiocnn.hear", "audiocnn.probe"),
+    ("audiocnn.hear", "audiocnn.probe", "audiocnn.deploy"),  # HEAR; probes; export, streaming, serving
     ("audiocnn.commands",),
     ("audiocnn.cli",),
     ("audiocnn.__main__",),
