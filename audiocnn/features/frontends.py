@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from audiocnn.core.errors import ConfigError
 
 
-__all__ = ["BACKENDS", "Frontend", "FrontendSettings", "KINDS", "build_frontend"]
+__all__ = ["BACKENDS", "FixedKernels", "Frontend", "FrontendSettings", "KINDS", "build_frontend"]
 
 KINDS = ("stft", "mel", "logmel", "mfcc", "cqt", "waveform")
 """The audio front-end kinds: the one list (``frontend.kind``; an image run's ``image`` is its modality's own)."""
@@ -177,7 +177,19 @@ def _check(ok: bool, message: str) -> None:
 # Base class
 
 
-class Frontend(nn.Module):
+class FixedKernels(nn.Module):
+    """A module whose buffers (windows, filterbanks) keep their dtype when the enclosing model is cast:
+    ``model.half()`` / ``model.to(torch.bfloat16)`` moves them to the new device only."""
+
+    def _apply(self, fn, recurse=True):
+        def keep_dtype(t: Tensor) -> Tensor:
+            out = fn(t)
+            return out if out.dtype == t.dtype else t.to(device=out.device)
+
+        return super()._apply(keep_dtype, recurse)
+
+
+class Frontend(FixedKernels):
     """Waveform ``(batch, time)`` -> features ``(batch, n_features, frames)``, float32.
 
     Build one with :func:`build_frontend`; subclasses differ only in the backend computing the
@@ -253,13 +265,6 @@ class Frontend(nn.Module):
             return torch.log(S + c.log_offset)
         return S
 
-    def _apply(self, fn, recurse=True):
-        # model.half() / model.to(torch.bfloat16) must not round the kernels: follow the device only
-        def keep_dtype(t: Tensor) -> Tensor:
-            out = fn(t)
-            return out if out.dtype == t.dtype else t.to(device=out.device)
-
-        return super()._apply(keep_dtype, recurse)
 
 
 # ----------------------------------------------------------------------------------------------

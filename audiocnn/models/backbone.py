@@ -33,7 +33,8 @@ class Stage:
         pool_size / pool_stride / pool_padding: pooling geometry (stride defaults to size).
         pool_ceil_mode: round the pooled size up (Caffe-style pooling, as GoogLeNet's weights expect).
         drop_rate: dropout after the stage (as PANNs CNNs do).
-        args: extra keyword arguments for every block (``groups``, ``expansion``, ``kernel_size``...).
+        args: extra keyword arguments for every block (``groups``, ``expansion``, ``kernel_size``...); an
+            ``act_layer`` or ``norm_layer`` here overrides the network's for this stage.
     """
 
     block: str
@@ -157,8 +158,11 @@ class ConvNet(nn.Module):
             make = BLOCKS.get(spec.block)
             blocks: list[nn.Module] = []
             for d in range(spec.depth):
+                # a stage's args may override the network's norm and activation (MobileNetV3 mixes ReLU and
+                # hard-swish blocks)
+                layer_args = {"norm_layer": norm_layer, "act_layer": act_layer, **spec.args}
                 blocks.append(make(chans, spec.out_chans, stride=spec.stride if d == 0 else 1, dims=dims,
-                                   norm_layer=norm_layer, act_layer=act_layer, **spec.args))
+                                   **layer_args))
                 chans = spec.out_chans
             s = spec.stride if isinstance(spec.stride, int) else max(spec.stride)
             reduction *= s

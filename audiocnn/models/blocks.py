@@ -15,12 +15,13 @@ from audiocnn.core.registry import Registry
 
 __all__ = ["BLOCKS", "BasicBlock", "Bottleneck", "ConvNormAct", "DenseBlock", "DenseLayer", "DropPath", "Inception",
            "InvertedResidual", "NormAct", "SqueezeExcite", "Transition", "VGGBlock", "get_act", "get_norm", "conv_nd",
-           "pool_nd"]
+           "make_divisible", "mobilenet_v3_block", "pool_nd"]
 
 BLOCKS: Registry[Callable[..., nn.Module]] = Registry("block")
 
 _ACTS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "elu": nn.ELU, "leaky_relu": nn.LeakyReLU,
-         "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "relu6": nn.ReLU6, "identity": nn.Identity}
+         "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "relu6": nn.ReLU6, "hardswish": nn.Hardswish,
+         "hard_sigmoid": nn.Hardsigmoid, "identity": nn.Identity}
 
 
 def get_act(name: str | Callable[[], nn.Module] | None) -> nn.Module:
@@ -32,7 +33,17 @@ def get_act(name: str | Callable[[], nn.Module] | None) -> nn.Module:
     if name not in _ACTS:
         raise ConfigError(f"unknown act_layer {name!r}; choose from {', '.join(_ACTS)}")
     act = _ACTS[name]
-    return act(inplace=True) if act in (nn.ReLU, nn.ReLU6, nn.SiLU, nn.ELU, nn.LeakyReLU) else act()
+    return act(inplace=True) if act in (nn.ReLU, nn.ReLU6, nn.SiLU, nn.ELU, nn.LeakyReLU, nn.Hardswish) else act()
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """MobileNet's channel rounding: ``value`` to the nearest multiple of ``divisor`` (at least ``min_value``,
+    default ``divisor``), one step up when rounding would lose more than 10%. Width multipliers and squeeze
+    widths of MobileNetV2/V3 and EfficientAT go through it: ``make_divisible(16 * 0.4) == 8``,
+    ``make_divisible(72 // 4) == 24``."""
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * value else rounded
 
 
 def get_norm(name: str | Callable[[int], nn.Module] | None, num_features: int, dims: int) -> nn.Module:
@@ -178,48 +189,63 @@ class DropPath(nn.Module):
 
 
 class SqueezeExcite(nn.Module):
-    """Squeeze-and-excitation: global average -> 1x1 reduce -> act -> 1x1 expand -> sigmoid gate on the channels.
+    """Squeeze-and-excitation: global average -> 1x1 reduce -> act -> 1x1 expand -> gate on the channels.
 
     ``(batch, chans, *spatial) -> (batch, chans, *spatial)``.
+
+    Args:
+        gate: ``sigmoid`` (SENet, EfficientNet, EfficientAT) or ``hard_sigmoid`` (torchvision's MobileNetV3).
     """
 
-    def __init__(self, chans: int, squeeze_chans: int, *, dims: int = 2, act_layer: str | None = "relu"):
+    def __init__(self, chans: int, squeeze_chans: int, *, dims: int = 2, act_layer: str | None = "relu",
+                 gate: str = "sigmoid"):
         super().__init__()
+        if gate not in ("sigmoid", "hard_sigmoid"):
+            raise ConfigError(f"unknown squeeze-excitation gate {gate!r}; use sigmoid or hard_sigmoid")
         self.fc1 = conv_nd(dims, chans, squeeze_chans, 1)
         self.act = get_act(act_layer)
         self.fc2 = conv_nd(dims, squeeze_chans, chans, 1)
+        self.gate = get_act(gate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = x.mean(tuple(range(2, x.ndim)), keepdim=True)
-        return x * torch.sigmoid(self.fc2(self.act(self.fc1(s))))
+        return x * self.gate(self.fc2(self.act(self.fc1(s))))
 
 
 @BLOCKS.register("inverted_residual")
 class InvertedResidual(nn.Module):
-    """MobileNetV2 inverted residual (narrow -> wide -> narrow), and with ``se_ratio`` EfficientNet's MBConv.
+    """MobileNetV2 inverted residual (narrow -> wide -> narrow), with ``se_ratio`` EfficientNet's MBConv, with
+    ``expanded_chans`` / ``se_chans`` MobileNetV3's block.
 
-    1x1 expand to ``round(in_chans * expand_ratio)`` (skipped when that equals ``in_chans``), depthwise
-    ``kernel_size`` conv with the stride, optional squeeze-excitation, 1x1 linear projection (no activation);
-    identity shortcut (through :class:`DropPath`) when the shape is kept.
+    1x1 expand to ``round(in_chans * expand_ratio)`` (or ``expanded_chans``; skipped when that equals
+    ``in_chans``), depthwise ``kernel_size`` conv with the stride, optional squeeze-excitation, 1x1 linear
+    projection (no activation); identity shortcut (through :class:`DropPath`) when the shape is kept.
 
     Args:
         expand_ratio: width of the hidden layer relative to the input.
+        expanded_chans: the hidden width itself (MobileNetV3 tables give it per block); overrides ``expand_ratio``.
         kernel_size: depthwise kernel.
         se_ratio: squeeze width relative to the block *input* channels (0: no SE), as in EfficientNet.
+        se_chans: the squeeze width itself; overrides ``se_ratio``.
+        se_act_layer: activation inside the SE (default: ``act_layer``; MobileNetV3 uses ``relu``).
+        se_gate: ``sigmoid`` or ``hard_sigmoid``.
         drop_path_rate: stochastic depth probability of the residual branch.
     """
 
     def __init__(self, in_chans: int, out_chans: int, *, stride: int | tuple = 1, dims: int = 2,
                  norm_layer: str | None = "batchnorm", act_layer: str | None = "relu6", expand_ratio: float = 6.0,
-                 kernel_size: int = 3, se_ratio: float = 0.0, drop_path_rate: float = 0.0):
+                 expanded_chans: int | None = None, kernel_size: int = 3, se_ratio: float = 0.0,
+                 se_chans: int | None = None, se_act_layer: str | None = None, se_gate: str = "sigmoid",
+                 drop_path_rate: float = 0.0):
         super().__init__()
-        hidden = int(round(in_chans * expand_ratio))
+        hidden = expanded_chans if expanded_chans is not None else int(round(in_chans * expand_ratio))
         common = dict(dims=dims, norm_layer=norm_layer)
         self.expand = (ConvNormAct(in_chans, hidden, 1, act_layer=act_layer, **common) if hidden != in_chans
                        else nn.Identity())
         self.dw = ConvNormAct(hidden, hidden, kernel_size, stride=stride, groups=hidden, act_layer=act_layer, **common)
-        self.se = (SqueezeExcite(hidden, max(1, int(in_chans * se_ratio)), dims=dims, act_layer=act_layer)
-                   if se_ratio > 0 else nn.Identity())
+        squeeze = se_chans if se_chans is not None else (max(1, int(in_chans * se_ratio)) if se_ratio > 0 else 0)
+        self.se = (SqueezeExcite(hidden, squeeze, dims=dims, act_layer=se_act_layer or act_layer, gate=se_gate)
+                   if squeeze > 0 else nn.Identity())
         self.project = ConvNormAct(hidden, out_chans, 1, act_layer=None, **common)
         self.use_shortcut = _unit_stride(stride) and in_chans == out_chans
         self.drop_path = DropPath(drop_path_rate)
@@ -227,6 +253,24 @@ class InvertedResidual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.project(self.se(self.dw(self.expand(x))))
         return x + self.drop_path(out) if self.use_shortcut else out
+
+
+@BLOCKS.register("mobilenet_v3")
+def mobilenet_v3_block(in_chans: int, out_chans: int, *, stride: int | tuple = 1, dims: int = 2,
+                       norm_layer: str | None = "batchnorm", act_layer: str | None = "hardswish",
+                       expanded_chans: int, kernel_size: int = 3, use_se: bool = False, se_reduction: int = 4,
+                       se_gate: str = "hard_sigmoid", drop_path_rate: float = 0.0) -> InvertedResidual:
+    """MobileNetV3's bottleneck (Howard et al. 2019): an :class:`InvertedResidual` with the hidden width given,
+    ``act_layer`` ``relu`` or ``hardswish`` per block, and optionally squeeze-excitation on the hidden layer with
+    ReLU inside and ``make_divisible(expanded_chans // se_reduction, 8)`` squeeze channels.
+
+    Args:
+        se_gate: ``hard_sigmoid`` as torchvision's MobileNetV3; EfficientAT's blocks use ``sigmoid``.
+    """
+    se_chans = make_divisible(expanded_chans // se_reduction, 8) if use_se else 0
+    return InvertedResidual(in_chans, out_chans, stride=stride, dims=dims, norm_layer=norm_layer, act_layer=act_layer,
+                            expanded_chans=expanded_chans, kernel_size=kernel_size, se_chans=se_chans,
+                            se_act_layer="relu", se_gate=se_gate, drop_path_rate=drop_path_rate)
 
 
 @BLOCKS.register("mbconv")

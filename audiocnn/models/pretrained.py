@@ -1,8 +1,8 @@
 """Start a zoo model from saved weights (``model.pretrained``), and freeze part of it (``model.freeze``).
 
 A file is either a state dict saved from the reference implementation (torchvision's key names, e.g.
-``torch.save(torchvision.models.resnet18(weights=...).state_dict(), "resnet18.pth")``) or an audiocnn
-checkpoint. Reference names are translated by an explicit table per family: a function walks *our* network
+``torch.save(torchvision.models.resnet18(weights=...).state_dict(), "resnet18.pth")``; EfficientAT's released
+``mn10_as_mAP_471.pt``) or an audiocnn checkpoint. Reference names are translated by an explicit table per family: a function walks *our* network
 and pairs each reference module path (``layer3.1.bn2``) with ours (``stages.2.1.conv2.1``), by structure and
 order, never by matching shapes. Then:
 
@@ -29,6 +29,7 @@ from torch import nn
 from audiocnn.core.errors import ConfigError, ModelError, NotFoundError
 from audiocnn.core.checkpoint import FORMAT, clean_state_dict
 from audiocnn.models.blocks import DenseBlock, Inception, InvertedResidual, NormAct, Transition
+from audiocnn.models.efficientat import EFFICIENTAT_MODELS, describe_reference_file, efficientat_pairs, reference_tensor
 
 __all__ = ["PretrainedError", "REFERENCE_LAYOUTS", "adapt_input_conv", "freeze", "load_pretrained",
            "load_state_dict_mapped"]
@@ -160,6 +161,13 @@ class Layout(NamedTuple):
     """Reference key prefixes with no counterpart here (GoogLeNet's auxiliary heads)."""
     rename: Callable[[str], str] | None = None
     """Normalises old spellings of reference keys before pairing."""
+    name: str = "torchvision"
+    """Whose layout it is (reported as ``layout``)."""
+    convert: Callable[[str, torch.Tensor, torch.Size], torch.Tensor] | None = None
+    """``(reference key, tensor, our shape) -> tensor``: an equivalent reshape (EfficientAT's SE linears to 1x1
+    convs), applied before shapes are compared."""
+    describe: Callable[[dict], str] | None = None
+    """What a file that does not fit looks like (EfficientAT: which width), added to the error."""
 
 
 def _alexnet_pairs(net: nn.Module) -> Pairs:
@@ -181,8 +189,10 @@ REFERENCE_LAYOUTS: dict[str, Layout] = {
     "densenet121": Layout(_densenet_pairs, rename=_densenet_legacy_key),
     "mobilenet_v2": Layout(_mobilenet_v2_pairs),
     "efficientnet_b0": Layout(_efficientnet_pairs),
+    **{name: Layout(efficientat_pairs, name="EfficientAT", convert=reference_tensor, describe=describe_reference_file)
+       for name in EFFICIENTAT_MODELS},
 }
-"""torchvision's layout for each zoo model that has one."""
+"""The reference layout (torchvision's, EfficientAT's) for each zoo model that has one."""
 
 
 def _expand(net: nn.Module, pairs: Pairs, model_name: str) -> tuple[dict[str, str], list[str]]:
@@ -257,7 +267,8 @@ def load_pretrained(network: nn.Module, path: str | Path, *, model_name: str) ->
 
     Args:
         network: the freshly built model; its ``in_chans`` and ``num_classes`` may differ from the file's.
-        path: a state dict in torchvision's layout, one in audiocnn's own names, or an audiocnn checkpoint
+        path: a state dict in the reference layout (torchvision's; EfficientAT's for ``efficientat_*``), one in
+            audiocnn's own names, or an audiocnn checkpoint
             (``format: audiocnn-checkpoint``, weights under ``model`` as ``network.*``).
         model_name: the registered name, which picks the reference layout.
 
@@ -274,6 +285,7 @@ def load_state_dict_mapped(network: nn.Module, state_dict: dict[str, torch.Tenso
                            source: str = "state dict") -> dict:
     """:func:`load_pretrained` for a state dict already in memory."""
     ours = network.state_dict()
+    layout = None
     if any(k in ours for k in state_dict):  # our own names (torchvision's never start with stem./stages./head.)
         layout_name, expected, ignore = "audiocnn", {k: k for k in ours}, ()
     else:
@@ -284,7 +296,7 @@ def load_state_dict_mapped(network: nn.Module, state_dict: dict[str, torch.Tenso
         if layout.rename:
             state_dict = {layout.rename(k): v for k, v in state_dict.items()}
         expected, dropped = _expand(network, layout.pairs(network), model_name)
-        layout_name, ignore = "torchvision", (*layout.ignore, *dropped)
+        layout_name, ignore = layout.name, (*layout.ignore, *dropped)
 
     first_conv = next(f"{n}.weight" for n, m in network.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d)))
     head = {k for k in ours if k.startswith("head.fc.")}
@@ -296,6 +308,8 @@ def load_state_dict_mapped(network: nn.Module, state_dict: dict[str, torch.Tenso
         if ref not in state_dict:
             continue
         tensor, want = state_dict[ref], ours[key].shape
+        if layout is not None and layout.convert:
+            tensor = layout.convert(ref, tensor, want)
         if tensor.shape != want:
             if key == first_conv and tensor.ndim == len(want) and tensor.shape[0] == want[0] \
                     and tensor.shape[2:] == want[2:]:
@@ -312,6 +326,8 @@ def load_state_dict_mapped(network: nn.Module, state_dict: dict[str, torch.Tenso
                            ("shape mismatch (file -> model)", mismatched)):
             if keys:
                 lines.append(f"  {what} ({len(keys)}): {_listing(keys)}")
+        if layout is not None and layout.describe:
+            lines.append(f"  {layout.describe(state_dict)}")
         raise PretrainedError("\n".join(lines))
     if replaced:
         new = {k: v for k, v in new.items() if k not in head}
