@@ -20,6 +20,7 @@ from audiocnn.features.efficientat_input import EfficientATMel
 from audiocnn.models import create_model, list_models
 from audiocnn.models.efficientat import reference_embedding
 from audiocnn.models.pretrained import PretrainedError, load_pretrained, load_state_dict_mapped
+from reference_weights import fill, n_learnable
 
 # EfficientAT README, "Params (Millions)", to 2-3 decimals, not exactly. 983,599 is published as 0.983 (cut, not
 # rounded; 4,876,831 and 68,427,303 are rounded), so a count must lie within one unit of the last published digit.
@@ -79,26 +80,6 @@ def ref_layout(width, num_classes=527):
     shapes.update({"classifier.2.weight": (hidden, last), "classifier.2.bias": (hidden,),
                    "classifier.5.weight": (num_classes, hidden), "classifier.5.bias": (num_classes,)})
     return shapes
-
-
-def fill(shapes, seed=0):
-    """Random tensors: He-scaled weights, positive running variances, so the deep forward stays finite."""
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-    for k, shape in shapes.items():
-        if k.endswith("num_batches_tracked"):
-            sd[k] = torch.tensor(11)
-        elif k.endswith("running_var"):
-            sd[k] = torch.rand(shape, generator=g) + 0.5
-        elif len(shape) == 1:
-            sd[k] = (1.0 if k.endswith("weight") else 0.0) + 0.1 * torch.randn(shape, generator=g)
-        else:
-            sd[k] = torch.randn(shape, generator=g) / math.sqrt(math.prod(shape[1:]))
-    return sd
-
-
-def n_learnable(shapes):
-    return sum(math.prod(s) for k, s in shapes.items() if not k.split(".")[-1].startswith(("running", "num_batches")))
 
 
 def ref_forward(sd, x, width):

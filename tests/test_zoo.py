@@ -16,6 +16,7 @@ from audiocnn.models.blocks import InvertedResidual
 from audiocnn.models.image_cnns import IMAGE_MODELS
 from audiocnn.models.pretrained import (PretrainedError, adapt_input_conv, freeze, load_pretrained,
                                        load_state_dict_mapped)
+from reference_weights import fill, n_learnable
 
 # torchvision's published counts (the `num_params` of each model's weights entry); LeNet-5: the classic 61,706.
 PUBLISHED = {
@@ -269,26 +270,6 @@ def tv_efficientnet_b0(num_classes=1000):
     r.conv("features.8.0", 1280, 320, 1), r.bn("features.8.1", 1280)
     r.linear("classifier.1", num_classes, 1280)
     return r
-
-
-def fill(shapes, seed=0):
-    """Random tensors for a layout: He-scaled weights, positive running variances, so deep forwards stay finite."""
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-    for k, shape in shapes.items():
-        if k.endswith("num_batches_tracked"):
-            sd[k] = torch.tensor(7)
-        elif k.endswith("running_var"):
-            sd[k] = torch.rand(shape, generator=g) + 0.5
-        elif len(shape) == 1:  # biases, BN weights and means
-            sd[k] = (1.0 if k.endswith("weight") else 0.0) + 0.1 * torch.randn(shape, generator=g)
-        else:
-            sd[k] = torch.randn(shape, generator=g) / math.sqrt(math.prod(shape[1:]))
-    return sd
-
-
-def n_learnable(shapes):
-    return sum(math.prod(s) for k, s in shapes.items() if not k.split(".")[-1].startswith(("running", "num_batches")))
 
 
 @pytest.mark.parametrize("name, layout", [
