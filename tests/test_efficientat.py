@@ -20,20 +20,15 @@ from audiocnn.features.efficientat_input import EfficientATMel
 from audiocnn.models import create_model, list_models
 from audiocnn.models.efficientat import reference_embedding
 from audiocnn.models.pretrained import PretrainedError, load_pretrained, load_state_dict_mapped
-from reference_weights import fill, n_learnable
+import zoo_support
+from zoo_support import fill, n_learnable
+
+one_thread = zoo_support.one_thread  # autouse: one thread for tiny forwards
 
 # EfficientAT README, "Params (Millions)", to 2-3 decimals, not exactly. 983,599 is published as 0.983 (cut, not
 # rounded; 4,876,831 and 68,427,303 are rounded), so a count must lie within one unit of the last published digit.
 PUBLISHED_M = {"efficientat_mn04": (0.983, 3), "efficientat_mn10": (4.88, 2), "efficientat_mn40": (68.43, 2)}
 WIDTH = {"efficientat_mn04": 0.4, "efficientat_mn10": 1.0, "efficientat_mn40": 4.0}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # --- the reference layout, from the reference architecture -----------------------------------------------------------

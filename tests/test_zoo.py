@@ -16,7 +16,10 @@ from audiocnn.models.blocks import InvertedResidual
 from audiocnn.models.image_cnns import IMAGE_MODELS
 from audiocnn.models.pretrained import (PretrainedError, adapt_input_conv, freeze, load_pretrained,
                                        load_state_dict_mapped)
-from reference_weights import fill, n_learnable
+import zoo_support
+from zoo_support import fill, n_learnable
+
+one_thread = zoo_support.one_thread  # autouse: one thread for tiny forwards
 
 # torchvision's published counts (the `num_params` of each model's weights entry); LeNet-5: the classic 61,706.
 PUBLISHED = {
@@ -28,15 +31,6 @@ PUBLISHED = {
 
 def n_params(m):
     return sum(p.numel() for p in m.parameters())
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny inputs gain nothing from threads, and on a shared CPU they spin-wait for each other.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # --- parameter counts ---------------------------------------------------------------------------------------------

@@ -1,9 +1,21 @@
-"""Random state dicts for reference layouts (``{key: shape}`` written in a test from a published architecture)."""
+"""Shared by the zoo tests: random state dicts for reference layouts (``{key: shape}`` written in a test from a
+published architecture), their parameter counts, and one thread for tiny forwards."""
 from __future__ import annotations
 
 import math
 
+import pytest
 import torch
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny inputs gain nothing from threads, and on a shared CPU they spin-wait for each other
+    (autouse in every module that imports it)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def fill(shapes: dict[str, tuple], seed: int = 0) -> dict[str, torch.Tensor]:
