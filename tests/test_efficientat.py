@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from audiocnn.cli import main
 from audiocnn.features.efficientat_input import EfficientATMel
+from audiocnn.modalities.audio import AudioClassifier
 from audiocnn.models import create_model, list_models
 from audiocnn.models.efficientat import reference_embedding
 from audiocnn.models.pretrained import PretrainedError, load_pretrained, load_state_dict_mapped
@@ -263,3 +264,15 @@ def test_frontend_banks_match_the_per_band_formula():
 def test_frontend_rejects_too_short_audio():
     with pytest.raises(ValueError, match="too few"):
         EfficientATMel()(torch.zeros(1, 400))
+
+
+def test_waveform_to_tags_through_an_audio_classifier():
+    # what predict/embed will run: the front-end and the network in one AudioClassifier (its unfitted
+    # FrequencyNorm is the identity, as EfficientAT normalises with fixed constants)
+    fe, net = EfficientATMel(), create_model("efficientat_mn04").eval()
+    clf = AudioClassifier(fe, net).eval()
+    wave = 0.1 * torch.randn(2, 16000, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        logits = clf(wave)
+        torch.testing.assert_close(logits, net(fe(wave).unsqueeze(1)))
+        assert logits.shape == (2, 527) and clf.embed(wave).shape == (2, 512)

@@ -22,25 +22,25 @@ from audiocnn.models.blocks import make_divisible
 __all__ = ["MOBILENET_V3_LARGE", "mobilenet_v3_large_stages"]
 
 MOBILENET_V3_LARGE = [
-    # (kernel, expanded, out, squeeze-excitation, activation, stride: index into `strides` or 1)
+    # (kernel, expanded, out, squeeze-excitation, activation, stride)
     (3, 16, 16, False, "relu", 1),
-    (3, 64, 24, False, "relu", "s0"),
+    (3, 64, 24, False, "relu", 2),
     (3, 72, 24, False, "relu", 1),
-    (5, 72, 40, True, "relu", "s1"),
+    (5, 72, 40, True, "relu", 2),
     (5, 120, 40, True, "relu", 1),
     (5, 120, 40, True, "relu", 1),
-    (3, 240, 80, False, "hardswish", "s2"),
+    (3, 240, 80, False, "hardswish", 2),
     (3, 200, 80, False, "hardswish", 1),
     (3, 184, 80, False, "hardswish", 1),
     (3, 184, 80, False, "hardswish", 1),
     (3, 480, 112, True, "hardswish", 1),
     (3, 672, 112, True, "hardswish", 1),
-    (5, 672, 160, True, "hardswish", "s3"),
+    (5, 672, 160, True, "hardswish", 2),
     (5, 960, 160, True, "hardswish", 1),
     (5, 960, 160, True, "hardswish", 1),
 ]
-"""The bottlenecks of MobileNetV3-Large at width 1.0; ``s0``..``s3`` are the four downsampling strides (2 in the
-paper; EfficientAT makes them configurable). The stem is a 3x3 stride-2 conv to 16 channels with hard-swish."""
+"""The bottlenecks of MobileNetV3-Large at width 1.0 (EfficientAT makes the four strides of 2 configurable). The
+stem is a 3x3 stride-2 conv to 16 channels with hard-swish."""
 STEM_CHANS = 16
 HEAD_HIDDEN = 1280
 LAST_CONV_EXPANSION = 6
@@ -59,7 +59,7 @@ def mobilenet_v3_large_stages(width_mult: float = 1.0, *, se_gate: str = "hard_s
     Args:
         width_mult: channel multiplier (EfficientAT: 0.1 ... 4.0).
         se_gate: ``hard_sigmoid`` (torchvision's MobileNetV3) or ``sigmoid`` (EfficientAT).
-        strides: the four downsampling strides.
+        strides: the strides of the four downsampling bottlenecks, in order (2 in the paper).
 
     Returns:
         ``(stem, stages, head_hidden)``: pass them to ``ConvNet(stages, stem=stem, head_hidden=(head_hidden,),
@@ -74,10 +74,9 @@ def mobilenet_v3_large_stages(width_mult: float = 1.0, *, se_gate: str = "hard_s
         return make_divisible(c * width_mult, 8)
 
     stem = [Stage("conv", width(STEM_CHANS), stride=2, args={"kernel_size": 3})]
-    stages = []
+    stages, downsampling = [], iter(strides)
     for kernel, expanded, out, use_se, act, stride in MOBILENET_V3_LARGE:
-        s = strides[int(stride[1])] if isinstance(stride, str) else stride
-        stages.append(Stage("mobilenet_v3", width(out), stride=s, args={
+        stages.append(Stage("mobilenet_v3", width(out), stride=next(downsampling) if stride == 2 else 1, args={
             "kernel_size": kernel, "expanded_chans": width(expanded), "use_se": use_se, "act_layer": act,
             "se_gate": se_gate}))
     last = MOBILENET_V3_LARGE[-1][2]
