@@ -18,8 +18,10 @@ import torch.nn.functional as F
 from audiocnn.cli import main
 from audiocnn.features.efficientat_input import EfficientATMel
 from audiocnn.modalities.audio import AudioClassifier
-from audiocnn.models import create_model, list_models
+from audiocnn.models import ConvNet, create_model, list_models
+from audiocnn.models.blocks import SqueezeExcite, make_divisible
 from audiocnn.models.efficientat import reference_embedding
+from audiocnn.models.mobilenet_v3 import mobilenet_v3_large_stages
 from audiocnn.models.pretrained import PretrainedError, load_pretrained, load_state_dict_mapped
 import zoo_support
 from zoo_support import fill, n_learnable
@@ -119,6 +121,21 @@ def test_parameter_counts_match_the_published_table(name):
     assert abs(count / 1e6 - published) < 10 ** -digits
     # the reference layout written above gives the same figure, so both describe the published network
     assert n_learnable(ref_layout(WIDTH[name])) == count
+
+
+def test_the_generic_table_is_torchvisions_mobilenet_v3_large():
+    # the same stage data with hard-sigmoid SE gates, 3 input channels and 1000 classes: torchvision's published
+    # num_params for mobilenet_v3_large is 5,483,032
+    stem, stages, hidden = mobilenet_v3_large_stages(1.0)
+    with torch.device("meta"):
+        net = ConvNet(stages, stem=stem, in_chans=3, num_classes=1000, head_hidden=(hidden,), act_layer="hardswish")
+    assert sum(p.numel() for p in net.parameters()) == 5_483_032
+    assert all(isinstance(m.gate, torch.nn.Hardsigmoid) for m in net.modules() if isinstance(m, SqueezeExcite))
+
+
+def test_make_divisible_is_mobilenets_rounding():
+    assert [make_divisible(v) for v in (6.4, 18, 25.6, 64 * 0.4, 1280 * 0.4, 3.0)] == [8, 24, 24, 24, 512, 8]
+    assert all(make_divisible(v / 10) == divisible(v / 10) for v in range(1, 20000, 7))
 
 
 def test_registered_and_listed():

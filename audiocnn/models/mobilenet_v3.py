@@ -3,8 +3,9 @@
 :data:`MOBILENET_V3_LARGE` is the paper's Table 1 (the bottleneck rows); :func:`mobilenet_v3_large_stages` scales
 it by a width multiplier with MobileNet's channel rounding (:func:`~audiocnn.models.blocks.make_divisible`) and
 returns the stem, the stages (one per bottleneck, then the 1x1 conv to six times the last width) and the width of
-the head's hidden layer. Registered networks built on it: ``efficientat_mn04/10/40``
-(:mod:`audiocnn.models.efficientat`).
+the head's hidden layer. With the defaults, 3 input channels, 1000 classes and ``act_layer="hardswish"`` it is
+torchvision's ``mobilenet_v3_large`` (5,483,032 parameters). Registered networks built on it:
+``efficientat_mn04/10/40`` (:mod:`audiocnn.models.efficientat`).
 
 Example:
     >>> stem, stages, hidden = mobilenet_v3_large_stages(0.4, se_gate="sigmoid")
