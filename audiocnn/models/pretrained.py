@@ -2,9 +2,9 @@
 
 A file is either a state dict saved from the reference implementation (torchvision's key names, e.g.
 ``torch.save(torchvision.models.resnet18(weights=...).state_dict(), "resnet18.pth")``; EfficientAT's released
-``mn10_as_mAP_471.pt``) or an audiocnn checkpoint. Reference names are translated by an explicit table per family: a function walks *our* network
-and pairs each reference module path (``layer3.1.bn2``) with ours (``stages.2.1.conv2.1``), by structure and
-order, never by matching shapes. Then:
+``mn10_as_mAP_471.pt``) or an audiocnn checkpoint. Reference names are translated by an explicit table per
+family: a function walks *our* network and pairs each reference module path (``layer3.1.bn2``) with ours
+(``stages.2.1.conv2.1``), by structure and order, never by matching shapes. Then:
 
 - a first conv whose input channels differ is adapted (RGB kernels summed for ``in_chans=1``);
 - a head whose class count differs is left freshly initialised (replaced);
