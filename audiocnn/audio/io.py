@@ -86,6 +86,9 @@ def _describe_unreadable(raw: Callable[[], BinaryIO], err: Exception, *, opened:
     detail = f" (libsndfile: {msg})" if msg and "does not exist" not in msg else ""
     if opened:
         return f"corrupt or truncated audio data{detail}; re-encode or re-download the file"
+    fmt = head.find(b"fmt ") if head[:4] == b"RIFF" and head[8:12] == b"WAVE" else -1
+    if 0 <= fmt <= len(head) - 16 and struct.unpack_from("<I", head, fmt + 12)[0] == 0:
+        return f"invalid sample rate 0 in the WAV header{detail}; re-encode the file"
     if head.startswith((b"RIFF", b"RIFX", b"RF64", b"fLaC", b"OggS", b"ID3", b"FORM")):
         return f"corrupt or truncated audio header{detail}; re-encode or re-download the file"
     printable = sum(32 <= b < 127 or b in (9, 10, 13) for b in head)
