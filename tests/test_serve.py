@@ -351,6 +351,7 @@ def test_concurrent_requests_are_batched_and_not_mixed(server):
 
 # -- shutdown -------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_sigterm_finishes_requests_in_flight_then_exits_0(run_dir, tmp_path):
     # a long batching wait keeps the requests in flight when the signal arrives
     srv = Server(run_dir, tmp_path / "server.log", "--max-wait-ms", "2000", "--max-batch", "64")
@@ -422,13 +423,45 @@ def test_micro_batcher_splits_results_back_to_their_requests():
     assert len(calls) < 6 and max(shared for _, shared in outs) > 1
 
 
-def test_missing_serving_stack_is_one_line_naming_the_extra(run_dir, monkeypatch, capsys):
+def test_missing_serving_stack_is_one_line_naming_the_extra(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed
-    assert main(["serve", str(run_dir), "--port", "0"]) == 2
+    assert main(["serve", str(tmp_path), "--port", "0"]) == 2  # before anything is loaded
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pip install audiocnn[serve]" in err
-    # the rest of audiocnn does not need the stack
+
+
+@pytest.mark.slow
+def test_the_rest_of_audiocnn_imports_without_the_serving_stack():
     code = ("import sys; sys.modules['fastapi'] = sys.modules['uvicorn'] = None; import audiocnn.cli, audiocnn.deploy.serve; "
             "print('ok')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ, timeout=120)
     assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_image_run_takes_image_bytes(tmp_path):
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from audiocnn.config import load_config
+    from audiocnn.deploy.serve import build_app
+    from audiocnn.evaluation.predict import predict_files
+    from audiocnn.pipelines import train
+    from layouts import mnist
+
+    mnist(tmp_path / "mnist", n_train=4, n_test=1)
+    cfg = load_config(ROOT / "recipes" / "mnist_lenet.yaml", [f"data.root={tmp_path / 'mnist'}", "trainer.epochs=1",
+                      f"trainer.output_dir={tmp_path / 'runs'}", "trainer.progress=never"])
+    run = train(cfg, quiet=True)
+    picture = np.random.default_rng(0).integers(0, 255, (56, 56), dtype=np.uint8)
+    Image.fromarray(picture).save(tmp_path / "digit.png")  # resized to 28x28 as in predict
+    (want,) = predict_files(run, [tmp_path / "digit.png"], top_k=3)
+    with TestClient(build_app(run)) as client:
+        r = client.post("/predict?top_k=3", content=(tmp_path / "digit.png").read_bytes(),
+                        headers={"Content-Type": "image/png"})
+        assert r.status_code == 200, r.text
+        assert [label for label, _ in r.json()["top"]] == [label for label, _ in want["top"]]
+        np.testing.assert_allclose([p for _, p in r.json()["top"]], [p for _, p in want["top"]], atol=1e-6, rtol=0)
+        bad = client.post("/predict", content=b"not a png", headers={"Content-Type": "image/png"})
+        assert bad.status_code == 422 and "not an image" in bad.json()["error"]
+        wav = client.post("/predict", content=GOOD, headers=WAV)
+        assert wav.status_code == 415 and "image model" in wav.json()["error"]

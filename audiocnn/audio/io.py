@@ -39,6 +39,9 @@ MP3_LENGTH_TOLERANCE = 0.05
 MIN_DURATION = 0.01
 """Seconds: a shorter file carries no sound and breaks framing; every command rejects it."""
 
+READ_BLOCK = 1 << 18
+"""Frames decoded at a time (mixing many channels down block by block bounds the memory)."""
+
 
 class AudioError(AudiocnnError):
     """An audio file cannot be used. ``str(e) == f"{path}: {reason}"``.
@@ -269,13 +272,22 @@ def decode_audio(data: bytes, sample_rate: int | None = None, *, name: str = "au
 
 
 def _read_mono(name: str | os.PathLike, f: sf.SoundFile, sample_rate: int | None, *, min_duration: float) -> np.ndarray:
-    """The checked samples of an open file, mixed down to mono and resampled: ``(time,)`` float32."""
-    frames, sr, fmt = f.frames, f.samplerate, f.format
-    data = f.read(dtype="float32", always_2d=True)
-    check_length(name, data.shape[0], frames, sr, fmt, min_duration=min_duration)
-    check_samples(name, data, sr)
+    """The checked samples of an open file, mixed down to mono and resampled: ``(time,)`` float32.
 
-    wave = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    Read in blocks and mixed down block by block, so many channels never sit in memory at once.
+    """
+    frames, sr, fmt = f.frames, f.samplerate, f.format
+    parts, got = [], 0
+    while True:
+        data = f.read(READ_BLOCK, dtype="float32", always_2d=True)
+        if not len(data):
+            break
+        check_samples(name, data, sr, start=got)
+        got += len(data)
+        parts.append(data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0])
+    check_length(name, got, frames, sr, fmt, min_duration=min_duration)
+
+    wave = np.concatenate(parts)
     if sample_rate is not None and sample_rate != sr:
         wave = resample(wave, sr, sample_rate)
     return np.ascontiguousarray(wave, dtype=np.float32)

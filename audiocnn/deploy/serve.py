@@ -76,7 +76,7 @@ class ServeSettings:
     max_concurrency: int = 16
     max_queue: int = 64
     body_timeout_s: float = 30.0
-    max_duration_s: float = 600.0
+    max_duration_s: float = 300.0
     top_k: int = 3
     shutdown_timeout_s: float = 30.0
 
