@@ -10,9 +10,10 @@ recordings (WAV bytes, ``audio/wav``) in a loop, each over one kept-alive connec
 
 Reported: requests, throughput (requests/s), p50/p99 latency, errors (any non-200 answer or transport error; must
 be 0), mean requests per forward pass, and the server's resident memory (``VmRSS`` in ``/proc/PID/status``) when
-ready, after a warm-up of ``2 x clients`` requests, and at the end. The bound on growth is stated and checked:
-from after warm-up to the end, RSS may grow by at most ``max(64 MiB, 10 %)``: the model, the allocator's pools and
-the thread pools are warm by then, so growth beyond that under a steady load would be a leak. With
+ready, after ``--warmup-seconds`` of the same load, half-way and at the end. The bound on growth is stated and
+checked: from after warm-up to the end, RSS may grow by at most ``max(64 MiB, 10 %)``: the model, the allocator's
+pools, the per-batch-size kernels and the thread pools are warm by then, so growth beyond that under a steady load
+would be a leak (half-way and end show whether it still climbs). With
 ``--compare-unbatched`` a second server with ``--max-batch 1`` takes the same load and the table gives the ratio
 of throughputs (batched / unbatched), measured in the same run. The exit status is 1 when there were errors or
 the bound was broken.
@@ -28,6 +29,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -108,22 +110,40 @@ async def load(url: str, payloads: list[bytes], *, clients: int, seconds: float 
     return latencies, errors, time.perf_counter() - start
 
 
+class RssSampler(threading.Thread):
+    """``VmRSS`` of a process every ``every_s`` seconds while the load runs."""
+
+    def __init__(self, pid: int, every_s: float = 0.5):
+        super().__init__(daemon=True)
+        self.pid, self.every_s, self.samples = pid, every_s, []
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        while not self.done.wait(self.every_s):
+            self.samples.append(rss_mib(self.pid))
+
+
 def measure(run: Path, payloads: list[bytes], args: argparse.Namespace, tmp: Path, extra: list[str]) -> dict:
     server = Server(run, tmp / f"server{len(extra)}.log", extra)
     pid = server.proc.pid
     ready = rss_mib(pid)
-    asyncio.run(load(server.url, payloads, clients=args.clients, seconds=None, requests=2 * args.clients, seed=999))
+    asyncio.run(load(server.url, payloads, clients=args.clients, seconds=args.warmup_seconds, requests=None, seed=999))
     warm = rss_mib(pid)
     batching0 = httpx.get(server.url + "/health").json()["batching"]
+    sampler = RssSampler(pid)
+    sampler.start()
     latencies, errors, wall = asyncio.run(load(server.url, payloads, clients=args.clients, seconds=args.seconds,
                                                requests=None, seed=args.seed))
+    sampler.done.set()
+    sampler.join()
     end = rss_mib(pid)
+    mid = sampler.samples[len(sampler.samples) // 2] if sampler.samples else end
     batching = httpx.get(server.url + "/health").json()["batching"]
     code = server.stop()
     lat = np.array(latencies) * 1000
     forward = batching["batches"] - batching0["batches"]
     return {"requests": len(latencies), "rps": len(latencies) / wall, "p50": float(np.percentile(lat, 50)),
-            "p99": float(np.percentile(lat, 99)), "errors": errors, "ready": ready, "warm": warm, "end": end,
+            "p99": float(np.percentile(lat, 99)), "errors": errors, "ready": ready, "warm": warm, "mid": mid, "end": end,
             "per_batch": (batching["requests"] - batching0["requests"]) / max(forward, 1),
             "largest": batching["largest_batch"], "exit": code}
 
@@ -134,6 +154,7 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=1, help="epochs of the brief training")
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--clients", type=int, default=16)
+    p.add_argument("--warmup-seconds", type=float, default=5.0, help="load before memory is measured")
     p.add_argument("--files", type=int, default=200, help="FSDD recordings the clients choose from")
     p.add_argument("--compare-unbatched", action="store_true", help="also the same load with --max-batch 1")
     p.add_argument("--seed", type=int, default=0)
@@ -155,19 +176,20 @@ def main() -> int:
                                                              [*args.server_args, "--max-batch", "1", "--max-wait-ms", "0"])))
 
     bound = lambda warm: max(64.0, 0.10 * warm)  # noqa: E731 - MiB of growth allowed after warm-up
-    print(f"\n`audiocnn serve` load test: {args.clients} clients, {args.seconds:g} s, {len(payloads)} FSDD recordings "
+    print(f"\n`audiocnn serve` load test: {args.clients} clients, {args.seconds:g} s after {args.warmup_seconds:g} s of "
+          f"warm-up, {len(payloads)} FSDD recordings "
           f"({np.mean([len(x) for x in payloads]) / 1024:.0f} KiB mean), run {run.name if args.run else 'digits (brief)'}, "
           f"{os.cpu_count()} CPUs\n")
     print("| server | requests | req/s | p50 ms | p99 ms | errors | requests per forward pass | largest batch | "
-          "RSS ready MiB | RSS warm MiB | RSS end MiB | growth MiB (bound) | exit |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "RSS ready MiB | RSS warm MiB | RSS half-way MiB | RSS end MiB | growth MiB (bound) | exit |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     ok = True
     for name, m in rows:
         growth = m["end"] - m["warm"]
         within = growth <= bound(m["warm"])
         ok &= within and m["errors"] == 0 and m["exit"] == 0
         print(f"| {name} | {m['requests']} | {m['rps']:.1f} | {m['p50']:.1f} | {m['p99']:.1f} | {m['errors']} | "
-              f"{m['per_batch']:.2f} | {m['largest']} | {m['ready']:.0f} | {m['warm']:.0f} | {m['end']:.0f} | "
+              f"{m['per_batch']:.2f} | {m['largest']} | {m['ready']:.0f} | {m['warm']:.0f} | {m['mid']:.0f} | {m['end']:.0f} | "
               f"{growth:+.1f} (<= {bound(m['warm']):.0f}: {'ok' if within else 'BROKEN'}) | {m['exit']} |")
     if len(rows) == 2:
         print(f"\nthroughput batched / unbatched: {rows[0][1]['rps'] / rows[1][1]['rps']:.2f}x (same load, same run)")

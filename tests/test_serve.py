@@ -465,3 +465,13 @@ def test_image_run_takes_image_bytes(tmp_path):
         assert bad.status_code == 422 and "not an image" in bad.json()["error"]
         wav = client.post("/predict", content=GOOD, headers=WAV)
         assert wav.status_code == 415 and "image model" in wav.json()["error"]
+
+
+def test_busy_port_is_one_line_before_the_model_loads(tmp_path, capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", str(tmp_path / "no-run"), "--port", str(port)]) == 3  # the run is never opened
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "--port" in err

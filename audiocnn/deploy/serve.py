@@ -364,16 +364,14 @@ def serve(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000, set
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         log.addHandler(handler)
-    app = build_app(run_dir, settings, checkpoint=checkpoint, device=device)
-    sock = _listen(host, port)
-    bound = sock.getsockname()[1]
-    config = uvicorn.Config(app, http="h11", lifespan="on", access_log=access_log, server_header=False,
-                            timeout_graceful_shutdown=int(settings.shutdown_timeout_s) or 1, log_level="info")
-    server = _server_class()(config)
-    shown = f"[{host}]" if ":" in host else host
-    print(f"serving {run_dir} on http://{shown}:{bound} (no authentication: keep it on loopback or behind a proxy)",
-          flush=True)
-    with sock:
+    with _listen(host, port) as sock:  # first, so a busy port fails before the model loads
+        app = build_app(run_dir, settings, checkpoint=checkpoint, device=device)
+        config = uvicorn.Config(app, http="h11", lifespan="on", access_log=access_log, server_header=False,
+                                timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout_s)), log_level="info")
+        server = _server_class()(config)
+        shown = f"[{host}]" if ":" in host else host
+        print(f"serving {run_dir} on http://{shown}:{sock.getsockname()[1]} (no authentication: keep it on loopback "
+              "or behind a proxy)", flush=True)
         server.run(sockets=[sock])
     return 0
 

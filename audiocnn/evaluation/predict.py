@@ -72,7 +72,7 @@ def describe_outputs(entry: dict, probs: np.ndarray, labels: list[str], task: st
     elif task == "binary":
         pos = float(probs[0])
         names = labels if len(labels) == 2 else ["negative", "positive"]
-        entry["top"] = sorted([(names[1], pos), (names[0], 1 - pos)], key=lambda t: -t[1])
+        entry["top"] = sorted([(names[1], pos), (names[0], 1 - pos)], key=lambda t: -t[1])[:top_k]
     else:
         entry["values"] = {name: float(v) for name, v in zip(labels, probs)}
     return entry
