@@ -475,3 +475,33 @@ def test_busy_port_is_one_line_before_the_model_loads(tmp_path, capsys):
         assert main(["serve", str(tmp_path / "no-run"), "--port", str(port)]) == 3  # the run is never opened
     err = capsys.readouterr().err
     assert f"cannot listen on 127.0.0.1:{port}" in err and "--port" in err
+
+
+def test_gate_bounds_requests_inside_and_waiting():
+    from audiocnn.deploy.serve import RequestError, _Gate
+
+    async def scenario():
+        gate = _Gate(1, 1)  # one inside, one waiting, the third is turned away
+        inside, release = asyncio.Event(), asyncio.Event()
+
+        async def hold():
+            async with gate.enter():
+                inside.set()
+                await release.wait()
+
+        first = asyncio.create_task(hold())
+        await inside.wait()
+        second = asyncio.create_task(hold())
+        await asyncio.sleep(0)
+        assert gate.admitted == 2
+        with pytest.raises(RequestError) as busy:
+            async with gate.enter():
+                pass
+        release.set()
+        await asyncio.gather(first, second)
+        async with gate.enter():  # room again
+            pass
+        return busy.value, gate.admitted
+
+    busy, admitted = asyncio.run(scenario())
+    assert busy.status == 503 and "retry later" in busy.message and admitted == 0
