@@ -13,6 +13,7 @@
     audiocnn hear make-task fsdd|esc10|ravdess|yesno|synthetic --out tasks/ [--root PATH] [--sample-rates 16000 ...]
     audiocnn hear-eval MODULE_OR_RUN --tasks-dir tasks/ [--model WEIGHTS] [--out results/] [--tasks NAME ...]
     audiocnn list-models [PATTERN]
+    audiocnn serve RUN_DIR [--host 127.0.0.1] [--port 8000] [--max-body-mb 16] [--max-batch 32] [--max-wait-ms 5]
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from audiocnn.commands import summary
 from audiocnn.config import load_config
 from audiocnn.core.io import atomic_write_text
 from audiocnn.data.download import download
+from audiocnn.deploy.serve import ServeSettings, serve
 from audiocnn.embed import embed
 from audiocnn.engine.distributed import env_rank
 from audiocnn.evaluation.evaluate import evaluate_run
@@ -162,6 +164,15 @@ def _cmd_hear_eval(args: argparse.Namespace) -> int:
                       tasks=args.tasks, device=args.device, batch_size=args.batch_size, progress=args.progress,
                       seed=args.seed, grid_points=args.grid_points)
     return 0 if result["tasks"] or not result["errors"] else 1  # as embed: a failure only when nothing was scored
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    settings = ServeSettings(max_body_mb=args.max_body_mb, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                             max_concurrency=args.max_concurrency, max_queue=args.max_queue,
+                             body_timeout_s=args.body_timeout_s, max_duration_s=args.max_duration_s, top_k=args.top_k,
+                             shutdown_timeout_s=args.shutdown_timeout_s)
+    return serve(args.run_dir, host=args.host, port=args.port, settings=settings, checkpoint=args.checkpoint,
+                 device=args.device, access_log=args.access_log)
 
 
 def _cmd_list_models(args: argparse.Namespace) -> int:
@@ -313,6 +324,30 @@ def build_parser() -> argparse.ArgumentParser:
     he.add_argument("--seed", type=int, default=42)
     he.add_argument("--progress", default="auto", choices=["auto", "always", "never"])
     he.set_defaults(func=_cmd_hear_eval)
+
+    d0 = ServeSettings()
+    sv = sub.add_parser("serve", help="HTTP API for a run: POST /predict, GET /health, GET /labels (no authentication)")
+    sv.add_argument("run_dir")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only; there is no "
+                                                        "authentication, put a proxy in front for anything wider)")
+    sv.add_argument("--port", type=_at_least(0), default=8000, help="0: any free port (printed)")
+    sv.add_argument("--max-body-mb", type=_positive, default=d0.max_body_mb, help="largest request body, MiB")
+    sv.add_argument("--max-batch", type=_at_least(1), default=d0.max_batch, help="windows per forward pass")
+    sv.add_argument("--max-wait-ms", type=_at_least(0.0, float), default=d0.max_wait_ms,
+                    help="how long a request waits for others to share a forward pass")
+    sv.add_argument("--max-concurrency", type=_at_least(1), default=d0.max_concurrency, help="requests handled at once")
+    sv.add_argument("--max-queue", type=_at_least(0), default=d0.max_queue,
+                    help="requests waiting beyond --max-concurrency; more get 503")
+    sv.add_argument("--body-timeout-s", type=_positive, default=d0.body_timeout_s,
+                    help="seconds a request body may take to arrive (slower: 408)")
+    sv.add_argument("--max-duration-s", type=_positive, default=d0.max_duration_s, help="longest audio accepted")
+    sv.add_argument("--top-k", type=_at_least(1), default=d0.top_k, help="labels answered when a request gives no top_k")
+    sv.add_argument("--shutdown-timeout-s", type=_positive, default=d0.shutdown_timeout_s,
+                    help="on SIGTERM, how long requests in flight may still take")
+    sv.add_argument("--checkpoint", default="best")
+    sv.add_argument("--device", default=None)
+    sv.add_argument("--access-log", action="store_true", help="log every request")
+    sv.set_defaults(func=_cmd_serve)
 
     lm = sub.add_parser("list-models", help="registered model names")
     lm.add_argument("pattern", nargs="?", default="*")

@@ -139,3 +139,31 @@ def test_sliding_windows_cover_the_wave(length, win, hop):
         covered.update(v for v in w[i] if v)
     assert covered == set(x.tolist())  # every sample is in some window
     assert (n - 1) * hop < max(length, 1) or n == 1  # no window starts past the end
+
+
+@pytest.mark.parametrize("fmt,subtype,sr,channels", [("WAV", "PCM_16", 8000, 1), ("FLAC", "PCM_24", 22050, 2),
+                                                      ("WAV", "FLOAT", 44100, 3)])
+def test_decode_audio_of_bytes_matches_librosa(tmp_path, fmt, subtype, sr, channels):
+    import io
+
+    import librosa
+
+    from audiocnn.audio.io import decode_audio
+
+    rng = np.random.default_rng(channels)
+    x = (0.3 * rng.standard_normal((int(1.3 * sr), channels))).astype(np.float32)
+    buf = io.BytesIO()
+    sf.write(buf, x, sr, format=fmt, subtype=subtype)
+    data = buf.getvalue()
+    for target in (sr, 16000):
+        ref, _ = librosa.load(io.BytesIO(data), sr=target, mono=True, res_type="soxr_hq")
+        got = decode_audio(data, target)
+        assert got.dtype == np.float32 and got.shape == ref.shape
+        np.testing.assert_allclose(got, ref, atol=1e-5)
+    path = tmp_path / f"clip.{fmt.lower()}"
+    path.write_bytes(data)
+    np.testing.assert_array_equal(decode_audio(data, 16000), load_audio(path, 16000))  # one decoding path
+    with pytest.raises(AudioError, match="more than the limit of 1 s"):
+        decode_audio(data, max_duration=1.0)
+    with pytest.raises(AudioError, match="upload: empty"):
+        decode_audio(b"", name="upload")

@@ -12,10 +12,11 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import struct
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -23,8 +24,8 @@ import soxr
 
 from audiocnn.core.errors import AudiocnnError
 
-__all__ = ["AUDIO_EXTENSIONS", "MAX_CHANNELS", "MIN_DURATION", "AudioError", "check_length", "check_samples", "find_inputs",
-           "load_audio", "open_audio", "resample"]
+__all__ = ["AUDIO_EXTENSIONS", "MAX_CHANNELS", "MIN_DURATION", "AudioError", "check_length", "check_samples",
+           "decode_audio", "find_inputs", "load_audio", "open_audio", "resample"]
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au")
 """The one list of audio file extensions: dataset folders, ``predict``, ``embed`` and ``hear`` read these."""
@@ -37,6 +38,9 @@ MAX_CHANNELS = 64
 MP3_LENGTH_TOLERANCE = 0.05
 MIN_DURATION = 0.01
 """Seconds: a shorter file carries no sound and breaks framing; every command rejects it."""
+
+READ_BLOCK = 1 << 18
+"""Frames decoded at a time (mixing many channels down block by block bounds the memory)."""
 
 
 class AudioError(AudiocnnError):
@@ -75,9 +79,9 @@ def resample(wave: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     return np.asarray(soxr.resample(wave, orig_sr, target_sr, quality="HQ"), dtype=np.float32)
 
 
-def _describe_unreadable(path: Path, err: Exception, *, opened: bool) -> str:
-    """A reason for a file libsndfile refuses to open (``opened=False``) or to decode."""
-    with open(path, "rb") as f:
+def _describe_unreadable(raw: Callable[[], BinaryIO], err: Exception, *, opened: bool) -> str:
+    """A reason for bytes (``raw()`` opens them) libsndfile refuses to open (``opened=False``) or to decode."""
+    with raw() as f:
         head = f.read(512)
     text = str(err)
     msg = text.split(": ", 1)[1].strip() if ": " in text else text.strip()
@@ -85,6 +89,9 @@ def _describe_unreadable(path: Path, err: Exception, *, opened: bool) -> str:
     detail = f" (libsndfile: {msg})" if msg and "does not exist" not in msg else ""
     if opened:
         return f"corrupt or truncated audio data{detail}; re-encode or re-download the file"
+    fmt = head.find(b"fmt ") if head[:4] == b"RIFF" and head[8:12] == b"WAVE" else -1
+    if 0 <= fmt <= len(head) - 16 and struct.unpack_from("<I", head, fmt + 12)[0] == 0:
+        return f"invalid sample rate 0 in the WAV header{detail}; re-encode the file"
     if head.startswith((b"RIFF", b"RIFX", b"RF64", b"fLaC", b"OggS", b"ID3", b"FORM")):
         return f"corrupt or truncated audio header{detail}; re-encode or re-download the file"
     printable = sum(32 <= b < 127 or b in (9, 10, 13) for b in head)
@@ -93,13 +100,14 @@ def _describe_unreadable(path: Path, err: Exception, *, opened: bool) -> str:
     return f"not a readable audio file{detail}; supported: {', '.join(AUDIO_EXTENSIONS)}"
 
 
-def _wav_truncation(path: Path) -> str | None:
-    """The reason a RIFF/WAVE file holds fewer data bytes than its header declares, else None.
+def _wav_truncation(raw: Callable[[], BinaryIO]) -> str | None:
+    """The reason RIFF/WAVE bytes (``raw()`` opens them) hold fewer data bytes than their header declares, else None.
 
     libsndfile silently shortens such files, so a half-downloaded WAV would train as a short clip.
     """
-    size = path.stat().st_size
-    with open(path, "rb") as f:
+    with raw() as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(0)
         head = f.read(12)
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
             return None
@@ -179,29 +187,37 @@ def open_audio(path: str | os.PathLike, *, min_duration: float = MIN_DURATION) -
         raise AudioError(path, f"is a folder, not an audio file, and holds no audio files ({', '.join(AUDIO_EXTENSIONS)})")
     if p.stat().st_size == 0:
         raise AudioError(path, "empty file (0 bytes)")
+    with _open_checked(path, p, lambda: open(p, "rb"), min_duration=min_duration) as f:
+        yield f
+
+
+@contextlib.contextmanager
+def _open_checked(name: str | os.PathLike, source: Path | BinaryIO, raw: Callable[[], BinaryIO], *,
+                  min_duration: float) -> Iterator[sf.SoundFile]:
+    """:func:`open_audio`'s header checks on ``source`` (what libsndfile opens); ``raw()`` opens the same bytes."""
     opened = False
     try:
-        with sf.SoundFile(p) as f:
+        with sf.SoundFile(source) as f:
             opened = True
             if f.channels > MAX_CHANNELS:
-                raise AudioError(path, f"{f.channels} channels (more than {MAX_CHANNELS}): probably a "
+                raise AudioError(name, f"{f.channels} channels (more than {MAX_CHANNELS}): probably a "
                                        "(channels, time) array written as (time, channels); transpose it")
             if f.samplerate <= 0:
-                raise AudioError(path, f"invalid sample rate {f.samplerate} in the header")
+                raise AudioError(name, f"invalid sample rate {f.samplerate} in the header")
             if f.frames == 0:
-                raise AudioError(path, "no audio samples (valid header, 0 frames)")
+                raise AudioError(name, "no audio samples (valid header, 0 frames)")
             if f.format != "MP3" and f.frames < min_duration * f.samplerate:
-                raise AudioError(path, f"too short: {f.frames} sample(s) at {f.samplerate} Hz, less than "
+                raise AudioError(name, f"too short: {f.frames} sample(s) at {f.samplerate} Hz, less than "
                                        f"{min_duration} s")
-            if f.format == "WAV" and (reason := _wav_truncation(p)):
-                raise AudioError(path, reason)
+            if f.format == "WAV" and (reason := _wav_truncation(raw)):
+                raise AudioError(name, reason)
             yield f
     except AudioError:
         raise
     except PermissionError as e:
-        raise AudioError(path, f"cannot read the file ({e.strerror}); check its permissions") from None
+        raise AudioError(name, f"cannot read the file ({e.strerror}); check its permissions") from None
     except (sf.SoundFileError, RuntimeError, ValueError, TypeError, EOFError) as e:
-        raise AudioError(path, _describe_unreadable(p, e, opened=opened)) from None
+        raise AudioError(name, _describe_unreadable(raw, e, opened=opened)) from None
 
 
 def load_audio(path: str | os.PathLike, sample_rate: int | None = None, *, min_duration: float = MIN_DURATION
@@ -226,12 +242,52 @@ def load_audio(path: str | os.PathLike, sample_rate: int | None = None, *, min_d
             channels.
     """
     with open_audio(path, min_duration=min_duration) as f:
-        frames, sr, fmt = f.frames, f.samplerate, f.format
-        data = f.read(dtype="float32", always_2d=True)
-    check_length(path, data.shape[0], frames, sr, fmt, min_duration=min_duration)
-    check_samples(path, data, sr)
+        return _read_mono(path, f, sample_rate, min_duration=min_duration)
 
-    wave = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+
+def decode_audio(data: bytes, sample_rate: int | None = None, *, name: str = "audio", min_duration: float = MIN_DURATION,
+                 max_duration: float | None = None) -> np.ndarray:
+    """:func:`load_audio` of a file's bytes held in memory (an upload): the same checks, mixing and resampling.
+
+    Args:
+        data: the bytes of a file in a format libsndfile reads (WAV, FLAC, OGG, MP3 ...).
+        sample_rate: output rate in Hz; ``None`` keeps the file's rate.
+        name: what error messages call the bytes (``str(e) == f"{name}: {reason}"``).
+        min_duration: shorter audio is rejected.
+        max_duration: longer audio (by its header, before decoding) is rejected; ``None``: no limit.
+
+    Returns:
+        ``(time,)`` float32 samples.
+
+    Raises:
+        AudioError: as :func:`load_audio`, and audio longer than ``max_duration``.
+    """
+    if not data:
+        raise AudioError(name, "empty (0 bytes)")
+    with _open_checked(name, io.BytesIO(data), lambda: io.BytesIO(data), min_duration=min_duration) as f:
+        if max_duration is not None and f.frames > max_duration * f.samplerate:
+            raise AudioError(name, f"{f.frames / f.samplerate:.1f} s of audio, more than the limit of {max_duration:g} s; "
+                                   "send a shorter clip")
+        return _read_mono(name, f, sample_rate, min_duration=min_duration)
+
+
+def _read_mono(name: str | os.PathLike, f: sf.SoundFile, sample_rate: int | None, *, min_duration: float) -> np.ndarray:
+    """The checked samples of an open file, mixed down to mono and resampled: ``(time,)`` float32.
+
+    Read in blocks and mixed down block by block, so many channels never sit in memory at once.
+    """
+    frames, sr, fmt = f.frames, f.samplerate, f.format
+    parts, got = [], 0
+    while True:
+        data = f.read(READ_BLOCK, dtype="float32", always_2d=True)
+        if not len(data):
+            break
+        check_samples(name, data, sr, start=got)
+        got += len(data)
+        parts.append(data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0])
+    check_length(name, got, frames, sr, fmt, min_duration=min_duration)
+
+    wave = np.concatenate(parts)
     if sample_rate is not None and sample_rate != sr:
         wave = resample(wave, sr, sample_rate)
     return np.ascontiguousarray(wave, dtype=np.float32)

@@ -32,7 +32,7 @@ import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, BinaryIO, Sequence
 
 import numpy as np
 import torch
@@ -134,11 +134,13 @@ def read_idx(path: str | os.PathLike, *, magic: int | None = None) -> np.ndarray
 # Decoding and the store
 
 
-def decode_image(path: str | os.PathLike, *, size: tuple[int, int], channels: int) -> np.ndarray:
+def decode_image(path: str | os.PathLike | BinaryIO, *, size: tuple[int, int], channels: int, name: str | None = None
+                 ) -> np.ndarray:
     """Decode an image file with Pillow (EXIF orientation applied), convert and resize it.
 
     Args:
-        path: a PNG, JPEG, BMP, GIF, WebP or TIFF file.
+        path: a PNG, JPEG, BMP, GIF, WebP or TIFF file (or its bytes as a binary file object).
+        name: what errors call it (default: ``path``).
         size: ``(height, width)``; resized with bilinear filtering, aspect ratio not kept (as Keras' ``target_size``).
         channels: 1 (grayscale, ``L``) or 3 (``RGB``).
 
@@ -150,6 +152,7 @@ def decode_image(path: str | os.PathLike, *, size: tuple[int, int], channels: in
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    where = path if name is None else name
     try:
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)
@@ -159,11 +162,11 @@ def decode_image(path: str | os.PathLike, *, size: tuple[int, int], channels: in
                 im = im.resize((width, height), Image.Resampling.BILINEAR)
             a = np.asarray(im, dtype=np.uint8)
     except FileNotFoundError:
-        raise ImageError(path, "file not found") from None
+        raise ImageError(where, "file not found") from None
     except UnidentifiedImageError:
-        raise ImageError(path, "not an image Pillow can read") from None
+        raise ImageError(where, "not an image Pillow can read") from None
     except (OSError, ValueError, SyntaxError) as e:  # truncated or corrupt data
-        raise ImageError(path, f"cannot decode ({e})") from None
+        raise ImageError(where, f"cannot decode ({e})") from None
     return a[None].copy() if channels == 1 else np.ascontiguousarray(a.transpose(2, 0, 1))
 
 

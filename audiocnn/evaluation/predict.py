@@ -16,11 +16,11 @@ import torch
 from audiocnn.audio import AudioError
 from audiocnn.audio.io import find_inputs
 from audiocnn.data.images import ImageError
-from audiocnn.modalities import modality_of
+from audiocnn.modalities import Classifier, modality_of
 from audiocnn.runs import load_run
 from audiocnn.tasks import get_task
 
-__all__ = ["predict_files"]
+__all__ = ["describe_outputs", "predict_files", "window_outputs"]
 
 
 @torch.no_grad()
@@ -32,8 +32,7 @@ def predict_files(run_dir: str | Path, inputs: Iterable[str | Path], *, top_k: i
     outputs are averaged; images as one input. A bad file gives an ``error`` entry and never stops the others.
     """
     model, cfg, labels, task = load_run(run_dir, checkpoint=checkpoint, device=device)
-    modality, t = modality_of(cfg), get_task(task)
-    dev = next(model.parameters()).device
+    modality = modality_of(cfg)
     results = []
     for path, _ in find_inputs(inputs, modality.extensions):
         try:
@@ -41,21 +40,39 @@ def predict_files(run_dir: str | Path, inputs: Iterable[str | Path], *, top_k: i
         except (AudioError, ImageError) as e:
             results.append({"path": str(path), "error": e.reason})
             continue
-        outs = [t.outputs(model(x[i:i + batch_size].to(dev))).reshape(len(x[i:i + batch_size]), -1).cpu()
-                for i in range(0, len(x), batch_size)]
-        probs = torch.cat(outs).mean(0).numpy()
-        results.append(_describe({"path": str(path), **info}, probs, labels, task, top_k))
+        probs = window_outputs(model, task, x, batch_size=batch_size).mean(0).numpy()
+        results.append(describe_outputs({"path": str(path), **info}, probs, labels, task, top_k))
     return results
 
 
-def _describe(entry: dict, probs: np.ndarray, labels: list[str], task: str, top_k: int) -> dict:
+@torch.no_grad()
+def window_outputs(model: Classifier, task: str, x: torch.Tensor, *, batch_size: int = 64) -> torch.Tensor:
+    """The task's outputs (probabilities) for a stack of model inputs, ``batch_size`` at a time.
+
+    Args:
+        model: in eval mode, on its device.
+        x: ``(n, ...)`` inputs as :meth:`Modality.read_file` gives them (audio windows ``(n, samples)``).
+
+    Returns:
+        ``(n, outputs)`` float32 on the CPU (multiclass: ``(n, classes)``).
+    """
+    dev = next(model.parameters()).device
+    t = get_task(task)
+    outs = [t.outputs(model(x[i:i + batch_size].to(dev))).reshape(len(x[i:i + batch_size]), -1).cpu()
+            for i in range(0, len(x), batch_size)]
+    return torch.cat(outs)
+
+
+def describe_outputs(entry: dict, probs: np.ndarray, labels: list[str], task: str, top_k: int) -> dict:
+    """``entry`` with ``top`` (``[(label, prob), ...]``, best first) or, for regression, ``values``, from the
+    clip's ``(outputs,)`` probabilities."""
     if task == "multiclass" or task == "multilabel":
         order = np.argsort(-probs)[:top_k]
         entry["top"] = [(labels[i], float(probs[i])) for i in order]
     elif task == "binary":
         pos = float(probs[0])
         names = labels if len(labels) == 2 else ["negative", "positive"]
-        entry["top"] = sorted([(names[1], pos), (names[0], 1 - pos)], key=lambda t: -t[1])
+        entry["top"] = sorted([(names[1], pos), (names[0], 1 - pos)], key=lambda t: -t[1])[:top_k]
     else:
         entry["values"] = {name: float(v) for name, v in zip(labels, probs)}
     return entry

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from audiocnn.audio import AUDIO_EXTENSIONS, load_audio, sliding_windows
+from audiocnn.audio.io import decode_audio
 from audiocnn.config import Config
 from audiocnn.data import AudioCache, AudioDataset, build_loaders, build_splits, collate, prepare_splits
 from audiocnn.features import KINDS, FrequencyNorm, FrontendSettings, SpecAugment
@@ -54,6 +55,7 @@ class AudioModality(Modality):
     normalize = "per_frequency"
     augment_keys = ("freq_masks", "time_masks", "gain_db", "mixup_alpha")
     extensions = AUDIO_EXTENSIONS
+    media_types = ("audio/",)
     waveforms = True
 
     def load_data(self, cfg: Config) -> Data:
@@ -99,12 +101,12 @@ class AudioModality(Modality):
 
     def read_file(self, cfg: Config, path: Path, *, hop: float | None = None) -> tuple[torch.Tensor, dict]:
         """Sliding windows ``(n_windows, samples)`` of the file (a short file: one zero-padded window)."""
-        sr = cfg.data.sample_rate
-        wave = load_audio(path, sr)
-        windows = sliding_windows(wave, _samples(cfg.data.duration, sr),
-                                  _samples(hop if hop is not None else cfg.data.window_hop, sr))
-        info = {"duration_s": round(len(wave) / sr, 3), "windows": len(windows)}
-        return torch.from_numpy(np.ascontiguousarray(windows)), info
+        return _windows(cfg, load_audio(path, cfg.data.sample_rate), hop)
+
+    def read_bytes(self, cfg: Config, data: bytes, *, hop: float | None = None, max_duration: float | None = None
+                   ) -> tuple[torch.Tensor, dict]:
+        """:meth:`read_file` of a file's bytes (an upload), decoded by :func:`decode_audio`."""
+        return _windows(cfg, decode_audio(data, cfg.data.sample_rate, name="request body", max_duration=max_duration), hop)
 
     def describe_input(self, cfg: Config, model: Classifier) -> str:
         fe = cfg.frontend
@@ -123,6 +125,15 @@ class AudioModality(Modality):
         fig = thumbnail(feats, fe.settings, cfg.data.sample_rate, f_min=getattr(fe, "f_min", None),
                         f_max=getattr(fe, "f_max", None))
         return fig, x.cpu().numpy()
+
+
+def _windows(cfg: Config, wave: np.ndarray, hop: float | None) -> tuple[torch.Tensor, dict]:
+    """``(n_windows, samples)`` windows of a ``(time,)`` wave at the run's rate, and ``duration_s``, ``windows``."""
+    sr = cfg.data.sample_rate
+    windows = sliding_windows(wave, _samples(cfg.data.duration, sr),
+                              _samples(hop if hop is not None else cfg.data.window_hop, sr))
+    info = {"duration_s": round(len(wave) / sr, 3), "windows": len(windows)}
+    return torch.from_numpy(np.ascontiguousarray(windows)), info
 
 
 def _samples(seconds: float, sample_rate: int) -> int:

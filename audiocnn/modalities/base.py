@@ -56,6 +56,7 @@ class Modality:
         normalize: its ``frontend.normalize`` besides ``none``.
         augment_keys: the ``augment`` fields that apply to it (the other modality's are errors).
         extensions: file extensions ``predict`` reads.
+        media_types: the ``Content-Type`` prefixes ``audiocnn serve`` takes for it (``audio/``).
         waveforms: whether its input is a waveform (embedders and HEAR take those only).
     """
 
@@ -64,6 +65,7 @@ class Modality:
     normalize: str = ""
     augment_keys: tuple[str, ...] = ()
     extensions: tuple[str, ...] = ()
+    media_types: tuple[str, ...] = ()
     waveforms: bool = False
 
     # -- recipe -------------------------------------------------------------------------------------------
@@ -116,6 +118,11 @@ class Modality:
 
     def read_file(self, cfg: Config, path: Path, *, hop: float | None = None) -> tuple[torch.Tensor, dict]:
         """One file as a batch for the model and what to report of it; the modality's error (with ``reason``)."""
+        raise NotImplementedError
+
+    def read_bytes(self, cfg: Config, data: bytes, *, hop: float | None = None, max_duration: float | None = None
+                   ) -> tuple[torch.Tensor, dict]:
+        """:meth:`read_file` of a file's bytes held in memory (an upload); ``max_duration`` bounds decoded audio."""
         raise NotImplementedError
 
     def describe_input(self, cfg: Config, model: Classifier) -> str:

@@ -5,15 +5,18 @@
 """
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from audiocnn.config import Config
 from audiocnn.core.errors import ConfigError
 from audiocnn.data.images import (
-    IMAGE_EXTENSIONS, ImageDataset, ImageStore, build_image_loaders, build_image_splits, image_collate, image_shape,
+    IMAGE_EXTENSIONS, ImageDataset, ImageError, ImageStore, build_image_loaders, build_image_splits, decode_image,
+    image_collate, image_shape,
 )
 from audiocnn.features import mix as apply_mix
 from audiocnn.features.image import IMAGE_KIND, ChannelNorm, ImageAugment
@@ -56,6 +59,7 @@ class ImageModality(Modality):
     normalize = "per_channel"
     augment_keys = ("invert", "rotation", "translate", "shear", "zoom", "hflip", "mixup_alpha")
     extensions = IMAGE_EXTENSIONS
+    media_types = ("image/",)
     waveforms = False
 
     def load_data(self, cfg: Config) -> Data:
@@ -96,7 +100,15 @@ class ImageModality(Modality):
         """One image ``(1, C, H, W)`` in [0, 1], decoded at the run's ``data.image_size`` and ``data.channels``."""
         channels, height, width = image_shape(cfg.data)
         image = ImageStore(size=(height, width), channels=channels, max_bytes=0).load(str(path))
-        return torch.from_numpy(image)[None].float().div_(255.0), {}
+        return _as_input(image), {}
+
+    def read_bytes(self, cfg: Config, data: bytes, *, hop: float | None = None, max_duration: float | None = None
+                   ) -> tuple[torch.Tensor, dict]:
+        """:meth:`read_file` of an image file's bytes (an upload)."""
+        channels, height, width = image_shape(cfg.data)
+        if not data:
+            raise ImageError("request body", "empty (0 bytes)")
+        return _as_input(decode_image(io.BytesIO(data), size=(height, width), channels=channels, name="request body")), {}
 
     def describe_input(self, cfg: Config, model: Classifier) -> str:
         shape = getattr(model, "input_shape", None)
@@ -107,3 +119,8 @@ class ImageModality(Modality):
 
     def preview(self, cfg: Config, model: Classifier, x: torch.Tensor):
         return image_thumbnail(x), None
+
+
+def _as_input(image: np.ndarray) -> torch.Tensor:
+    """``(C, H, W)`` uint8 -> ``(1, C, H, W)`` float32 in [0, 1]."""
+    return torch.from_numpy(image)[None].float().div_(255.0)
