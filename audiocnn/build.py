@@ -11,14 +11,17 @@ Example:
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from audiocnn.config import Config
 from audiocnn.models import create_model
-from audiocnn.models.pretrained import freeze, load_pretrained, read_weights
+from audiocnn.models.pretrained import PretrainedError, freeze, load_pretrained, read_weights
 from audiocnn.models.registry import input_spec
-from audiocnn.modalities import Classifier, Modality, modality_of
+from audiocnn.models.released import Released, released
+from audiocnn.modalities import AudioClassifier, Classifier, Modality, modality_of
 from audiocnn.tasks import get_task
 
-__all__ = ["build_classifier", "check_recipe", "monitor_of"]
+__all__ = ["build_classifier", "build_released", "check_recipe", "monitor_of"]
 
 
 def check_recipe(cfg: Config) -> Modality:
@@ -56,6 +59,32 @@ def build_classifier(cfg: Config, labels: list[str], *, pretrained: bool = True)
     if cfg.model.freeze != "none":
         freeze(network, cfg.model.freeze)
     return modality.classifier(parts, network)
+
+
+def build_released(name: str, weights: str | Path | None) -> tuple[AudioClassifier, Released]:
+    """A released model (:data:`audiocnn.models.released.RELEASED`) with its own front-end, in eval mode:
+    waveform ``(batch, time)`` at ``entry.sample_rate`` -> logits ``(batch, entry.num_classes)``.
+
+    Args:
+        name: a released model (``panns_cnn14`` ...).
+        weights: its checkpoint file (the official layout or a state dict in audiocnn's names); ``None`` keeps
+            the random initialisation (layer tables).
+
+    Raises:
+        UnknownNameError: not a released model. PretrainedError: a file that does not fit, or one fine-tuned to
+            another label set (its head would be dropped).
+    """
+    entry = released(name)
+    frontend = entry.frontend.build(entry.sample_rate)
+    size = (1, frontend.n_features, frontend.num_frames(int(entry.clip_s * entry.sample_rate)))
+    network = create_model(name, num_classes=entry.num_classes, input_size=size)
+    if weights is not None:
+        info = load_pretrained(network, weights, model_name=name)
+        if info["replaced_head"]:
+            raise PretrainedError(f"{weights}: its head has another class count than {name}'s {entry.num_classes} "
+                                  "outputs (a fine-tuned file); train from it with model.pretrained, or use the "
+                                  "run folder it came from")
+    return AudioClassifier(frontend, network).eval(), entry
 
 
 def monitor_of(cfg: Config) -> tuple[str, str]:

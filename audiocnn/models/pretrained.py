@@ -1,8 +1,8 @@
 """Start a zoo model from saved weights (``model.pretrained``), and freeze part of it (``model.freeze``).
 
 A file is either a state dict saved from the reference implementation (torchvision's key names, e.g.
-``torch.save(torchvision.models.resnet18(weights=...).state_dict(), "resnet18.pth")``) or an audiocnn
-checkpoint. Reference names are translated by an explicit table per family: a function walks *our* network
+``torch.save(torchvision.models.resnet18(weights=...).state_dict(), "resnet18.pth")``; PANNs' official
+``{'model': state_dict}`` files such as ``Cnn14_mAP=0.431.pth``) or an audiocnn checkpoint. Reference names are translated by an explicit table per family: a function walks *our* network
 and pairs each reference module path (``layer3.1.bn2``) with ours (``stages.2.1.conv2.1``), by structure and
 order, never by matching shapes. Then:
 
@@ -29,6 +29,8 @@ from torch import nn
 from audiocnn.core.errors import ConfigError, ModelError, NotFoundError
 from audiocnn.core.checkpoint import FORMAT, clean_state_dict
 from audiocnn.models.blocks import DenseBlock, Inception, InvertedResidual, NormAct, Transition
+from audiocnn.models.panns import (FRONTEND_KEYS, check_frontend_kernels, describe_panns_file, panns_pairs,
+                                   panns_tensor)
 
 __all__ = ["PretrainedError", "REFERENCE_LAYOUTS", "adapt_input_conv", "freeze", "load_pretrained",
            "load_state_dict_mapped"]
@@ -157,9 +159,16 @@ class Layout(NamedTuple):
 
     pairs: Callable[[nn.Module], Pairs]
     ignore: tuple[str, ...] = ()
-    """Reference key prefixes with no counterpart here (GoogLeNet's auxiliary heads)."""
+    """Reference key prefixes with no counterpart here (GoogLeNet's auxiliary heads, PANNs' front-end kernels)."""
     rename: Callable[[str], str] | None = None
     """Normalises old spellings of reference keys before pairing."""
+    name: str = "torchvision"
+    check: Callable[[dict, str, str], list[str]] | None = None
+    """``(state dict, model name, source) -> problems``: checks of ignored tensors (recomputed front-end kernels)."""
+    describe: Callable[[dict], str] | None = None
+    """What variant a file in this layout looks like, for the error message of a file that does not fit."""
+    tensor: Callable[[str, torch.Tensor], torch.Tensor] | None = None
+    """``(reference key, tensor) -> tensor`` in our orientation (PANNs' kernels are (time, mel), ours (mel, time))."""
 
 
 def _alexnet_pairs(net: nn.Module) -> Pairs:
@@ -181,8 +190,11 @@ REFERENCE_LAYOUTS: dict[str, Layout] = {
     "densenet121": Layout(_densenet_pairs, rename=_densenet_legacy_key),
     "mobilenet_v2": Layout(_mobilenet_v2_pairs),
     "efficientnet_b0": Layout(_efficientnet_pairs),
+    **{name: Layout(panns_pairs, ignore=FRONTEND_KEYS, name="panns", check=check_frontend_kernels,
+                    describe=describe_panns_file, tensor=panns_tensor)
+       for name in ("panns_cnn6", "panns_cnn10", "panns_cnn14", "panns_cnn14_16k")},
 }
-"""torchvision's layout for each zoo model that has one."""
+"""The reference layout (torchvision's, PANNs' official checkpoints) of each zoo model that has one."""
 
 
 def _expand(net: nn.Module, pairs: Pairs, model_name: str) -> tuple[dict[str, str], list[str]]:
@@ -245,6 +257,9 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         if not state:
             raise PretrainedError(f"model.pretrained: audiocnn checkpoint {path} has no 'network.' weights")
         return state
+    if isinstance(payload, dict) and isinstance(payload.get("model"), dict) and payload["model"] \
+            and all(isinstance(v, torch.Tensor) for v in payload["model"].values()):
+        payload = payload["model"]  # PANNs' official files: {'model': state_dict[, 'iteration', ...]}
     if not isinstance(payload, dict) or not payload or not all(isinstance(v, torch.Tensor) for v in payload.values()):
         found = sorted(payload)[:8] if isinstance(payload, dict) else type(payload).__name__
         raise PretrainedError(f"model.pretrained: {path} is neither a state dict (name -> tensor) nor an audiocnn "
@@ -274,6 +289,7 @@ def load_state_dict_mapped(network: nn.Module, state_dict: dict[str, torch.Tenso
                            source: str = "state dict") -> dict:
     """:func:`load_pretrained` for a state dict already in memory."""
     ours = network.state_dict()
+    layout: Layout | None = None
     if any(k in ours for k in state_dict):  # our own names (torchvision's never start with stem./stages./head.)
         layout_name, expected, ignore = "audiocnn", {k: k for k in ours}, ()
     else:
@@ -284,7 +300,7 @@ def load_state_dict_mapped(network: nn.Module, state_dict: dict[str, torch.Tenso
         if layout.rename:
             state_dict = {layout.rename(k): v for k, v in state_dict.items()}
         expected, dropped = _expand(network, layout.pairs(network), model_name)
-        layout_name, ignore = "torchvision", (*layout.ignore, *dropped)
+        layout_name, ignore = layout.name, (*layout.ignore, *dropped)
 
     first_conv = next(f"{n}.weight" for n, m in network.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d)))
     head = {k for k in ours if k.startswith("head.fc.")}
@@ -296,6 +312,8 @@ def load_state_dict_mapped(network: nn.Module, state_dict: dict[str, torch.Tenso
         if ref not in state_dict:
             continue
         tensor, want = state_dict[ref], ours[key].shape
+        if layout is not None and layout.tensor is not None:
+            tensor = layout.tensor(ref, tensor)
         if tensor.shape != want:
             if key == first_conv and tensor.ndim == len(want) and tensor.shape[0] == want[0] \
                     and tensor.shape[2:] == want[2:]:
@@ -306,12 +324,15 @@ def load_state_dict_mapped(network: nn.Module, state_dict: dict[str, torch.Tenso
             else:
                 mismatched.append(f"{ref} {tuple(tensor.shape)} -> {key} {tuple(want)}")
         new[key] = tensor
-    if missing or unexpected or mismatched:
-        lines = [f"{source} does not fit {model_name} ({layout_name} layout):"]
+    problems = layout.check(state_dict, model_name, source) if layout is not None and layout.check else []
+    if missing or unexpected or mismatched or problems:
+        looks = f"; the file looks {layout.describe(state_dict)}" if layout is not None and layout.describe else ""
+        lines = [f"{source} does not fit {model_name} ({layout_name} layout){looks}:"]
         for what, keys in (("missing from the file", missing), ("unexpected in the file", unexpected),
                            ("shape mismatch (file -> model)", mismatched)):
             if keys:
                 lines.append(f"  {what} ({len(keys)}): {_listing(keys)}")
+        lines += [f"  {p}" for p in problems]
         raise PretrainedError("\n".join(lines))
     if replaced:
         new = {k: v for k, v in new.items() if k not in head}
