@@ -11,13 +11,16 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from audiocnn.config import Config
+from audiocnn.core.errors import ConfigError
+from audiocnn.features import FrontendSettings
 from audiocnn.models import create_model
 from audiocnn.models.pretrained import PretrainedError, freeze, load_pretrained, read_weights
 from audiocnn.models.registry import input_spec
-from audiocnn.models.released import Released, released
+from audiocnn.models.released import RELEASED, Released, released
 from audiocnn.modalities import AudioClassifier, Classifier, Modality, modality_of
 from audiocnn.tasks import get_task
 
@@ -37,7 +40,23 @@ def check_recipe(cfg: Config) -> Modality:
     modality.input_parts(cfg)  # front-end settings: a ConfigError naming the key
     if cfg.model.pretrained:  # a file that is missing or holds no weights fails before any work
         read_weights(cfg.model.pretrained)
+        if cfg.model.name in RELEASED:
+            _check_released_input(cfg, released(cfg.model.name))
     return modality
+
+
+def _check_released_input(cfg: Config, entry: Released) -> None:
+    """A released model's weights fit only the front-end they were trained with: the recipe must spell it out."""
+    want = dataclasses.asdict(entry.frontend)
+    have = dataclasses.asdict(FrontendSettings.of(cfg.frontend))
+    for d in (want, have):  # no win_length means n_fft
+        d["win_length"] = d["win_length"] or d["n_fft"]
+    wrong = [f"frontend.{k}={have[k]!r} (needs {v!r})" for k, v in want.items() if k != "backend" and have[k] != v]
+    if cfg.data.sample_rate != entry.sample_rate:
+        wrong.insert(0, f"data.sample_rate={cfg.data.sample_rate} (needs {entry.sample_rate})")
+    if wrong:
+        raise ConfigError(f"model.pretrained: {cfg.model.name}'s weights were trained on another input: "
+                          f"{', '.join(wrong)}")
 
 
 def build_classifier(cfg: Config, labels: list[str], *, pretrained: bool = True) -> Classifier:

@@ -14,8 +14,8 @@ from audiocnn.core.errors import ConfigError
 from audiocnn.core.registry import Registry
 
 __all__ = ["BLOCKS", "BasicBlock", "Bottleneck", "ConvNormAct", "DenseBlock", "DenseLayer", "DropPath",
-           "FrequencyBatchNorm", "Inception", "InvertedResidual", "NormAct", "SqueezeExcite", "Transition", "VGGBlock", "get_act", "get_norm", "conv_nd",
-           "pool_nd"]
+           "FrequencyBatchNorm", "Inception", "InvertedResidual", "NormAct", "SqueezeExcite", "Transition", "VGGBlock",
+           "get_act", "get_norm", "conv_nd", "pool_nd"]
 
 BLOCKS: Registry[Callable[..., nn.Module]] = Registry("block")
 

@@ -37,7 +37,8 @@ from audiocnn.models.registry import register_model
 from audiocnn.models.released import Released, register_released
 
 __all__ = ["AUDIOSET_CLASSES", "PANNS_16K", "PANNS_32K", "check_frontend_kernels", "describe_panns_file",
-           "panns_cnn10", "panns_cnn14", "panns_cnn14_16k", "panns_cnn6", "panns_pairs", "panns_tensor"]
+           "panns_cnn10", "panns_cnn14", "panns_cnn14_16k", "panns_cnn6", "panns_pairs", "panns_tensor",
+           "reference_kernels", "to_official_state_dict"]
 
 AUDIOSET_CLASSES = 527
 N_MELS = 64
@@ -143,6 +144,19 @@ def reference_kernels(settings: FrontendSettings, sample_rate: int) -> dict[str,
     return {"spectrogram_extractor.stft.conv_real.weight": torch.from_numpy(np.cos(angle) * window)[:, None].float(),
             "spectrogram_extractor.stft.conv_imag.weight": torch.from_numpy(np.sin(angle) * window)[:, None].float(),
             "logmel_extractor.melW": torch.from_numpy(mel.T).float()}
+
+
+def to_official_state_dict(net: nn.Module, model_name: str) -> dict[str, torch.Tensor]:
+    """Our weights in the official checkpoint layout (``torch.save({'model': ...}, path)`` writes a file the
+    reference ``Cnn14`` ... loads), front-end kernels included; the inverse of loading."""
+    ours = net.state_dict()
+    out = {}
+    for ref, mine in panns_pairs(net):
+        for key, value in ours.items():
+            if key.startswith(mine + "."):
+                out[ref + key[len(mine):]] = panns_tensor(ref, value).clone()  # the transpose is its own inverse
+    entry = _ENTRIES[model_name]
+    return {**out, **reference_kernels(entry.frontend, entry.sample_rate)}
 
 
 def describe_panns_file(state: dict[str, torch.Tensor]) -> str:

@@ -32,8 +32,8 @@ from audiocnn.models.blocks import DenseBlock, Inception, InvertedResidual, Norm
 from audiocnn.models.panns import (FRONTEND_KEYS, check_frontend_kernels, describe_panns_file, panns_pairs,
                                    panns_tensor)
 
-__all__ = ["PretrainedError", "REFERENCE_LAYOUTS", "adapt_input_conv", "freeze", "load_pretrained",
-           "load_state_dict_mapped"]
+__all__ = ["PretrainedError", "REFERENCE_LAYOUTS", "adapt_input_conv", "freeze", "head_parameters",
+           "load_pretrained", "load_state_dict_mapped"]
 
 Pairs = list[tuple[str, str]]  # (reference module path, our module path)
 
@@ -342,6 +342,17 @@ def load_state_dict_mapped(network: nn.Module, state_dict: dict[str, torch.Tenso
 
 # --- freezing -------------------------------------------------------------------------------------------------------
 
+def head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The output layer's parameters: ``head.fc`` of a :class:`ConvNet` (also inside a classifier's ``network``),
+    else the last ``nn.Linear`` of the model (none when it has none)."""
+    net = getattr(model, "network", model)
+    fc = getattr(getattr(net, "head", None), "fc", None)
+    if fc is None:
+        linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+        fc = linears[-1] if linears else None
+    return list(fc.parameters()) if fc is not None else []
+
+
 def freeze(network: nn.Module, spec: str | int) -> int:
     """Stop gradients to part of the network (``model.freeze``); returns the number of frozen parameters.
 
@@ -359,11 +370,7 @@ def freeze(network: nn.Module, spec: str | int) -> int:
     if spec == "none":
         return 0
     if spec == "backbone":
-        fc = getattr(getattr(network, "head", None), "fc", None)
-        if fc is None:
-            fc = [m for m in network.modules() if isinstance(m, nn.Linear)][-1:]
-            fc = fc[0] if fc else None
-        keep = {id(p) for p in fc.parameters()} if fc is not None else set()
+        keep = {id(p) for p in head_parameters(network)}
         params = [p for p in network.parameters() if id(p) not in keep]
     elif spec.isdigit():
         n = int(spec)
