@@ -37,11 +37,11 @@ def check_recipe(cfg: Config) -> Modality:
     modality = modality_of(cfg)
     get_task(cfg.data.task)
     input_spec(cfg.model.name)
+    if cfg.model.pretrained and cfg.model.name in RELEASED:  # before the generic front-end checks: says more
+        _check_released_input(cfg, released(cfg.model.name))
     modality.input_parts(cfg)  # front-end settings: a ConfigError naming the key
     if cfg.model.pretrained:  # a file that is missing or holds no weights fails before any work
         read_weights(cfg.model.pretrained)
-        if cfg.model.name in RELEASED:
-            _check_released_input(cfg, released(cfg.model.name))
     return modality
 
 

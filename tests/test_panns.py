@@ -301,3 +301,19 @@ def test_predict_and_embed_cli_with_an_official_file(tmp_path, capsys):
     clip = np.load(next((tmp_path / "emb").rglob("*.clip.npy")))
     frames = np.load(next((tmp_path / "emb").rglob("*.frames.npy")))
     assert clip.shape == (2048,) and frames.shape[1] == 2048 and frames.shape[0] >= 2
+
+
+def test_hear_module_with_a_released_model(tmp_path):
+    """HEAR's scene embedding of a sound exactly one window long is the reference's embedding of that sound
+    (CNN14_16k runs at a rate HEAR accepts, so nothing is resampled)."""
+    import audiocnn.hear as hear
+
+    path, net = official_file(tmp_path, "panns_cnn14_16k")
+    model = hear.load_model(f"panns_cnn14_16k:{path}")
+    assert model.sample_rate == 16000
+    wave = generated(16000, 1.0, n=1)
+    with torch.no_grad():
+        want = net(wave)["embedding"]
+    got = hear.get_scene_embeddings(wave, model)
+    assert got.shape == (1, 2048)
+    assert rel(got, want) < 1e-5
