@@ -163,6 +163,8 @@ def describe_panns_file(state: dict[str, torch.Tensor]) -> str:
     """What a PANNs-layout state dict looks like: ``Cnn14_16k-like (6 conv blocks of 2 3x3 convs, fc1 2048,
     527 classes, STFT n_fft 512)``."""
     blocks = sorted({k.split(".")[0] for k in state if k.startswith("conv_block")})
+    if not blocks:
+        return "not like a PANNs checkpoint (no conv_block* tensors)"
     first = state.get("conv_block1.conv1.weight")
     kernel = f"{first.shape[-1]}x{first.shape[-1]}" if first is not None else "?"
     convs = 2 if "conv_block1.conv2.weight" in state else 1

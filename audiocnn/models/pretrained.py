@@ -327,13 +327,12 @@ def load_state_dict_mapped(network: nn.Module, state_dict: dict[str, torch.Tenso
     problems = layout.check(state_dict, model_name, source) if layout is not None and layout.check else []
     if missing or unexpected or mismatched or problems:
         looks = f"; the file looks {layout.describe(state_dict)}" if layout is not None and layout.describe else ""
-        lines = [f"{source} does not fit {model_name} ({layout_name} layout){looks}:"]
-        for what, keys in (("missing from the file", missing), ("unexpected in the file", unexpected),
-                           ("shape mismatch (file -> model)", mismatched)):
-            if keys:
-                lines.append(f"  {what} ({len(keys)}): {_listing(keys)}")
-        lines += [f"  {p}" for p in problems]
-        raise PretrainedError("\n".join(lines))
+        parts = [f"{what} ({len(keys)}): {_listing(keys)}"
+                 for what, keys in (("missing from the file", missing), ("unexpected in the file", unexpected),
+                                    ("shape mismatch (file -> model)", mismatched)) if keys]
+        # one line, as the command line prints errors
+        raise PretrainedError(f"{source} does not fit {model_name} ({layout_name} layout){looks}: "
+                              + "; ".join(parts + problems))
     if replaced:
         new = {k: v for k, v in new.items() if k not in head}
     network.load_state_dict(new, strict=False)
