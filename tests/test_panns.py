@@ -319,3 +319,24 @@ def test_hear_module_with_a_released_model(tmp_path):
     got = hear.get_scene_embeddings(wave, model)
     assert got.shape == (1, 2048)
     assert rel(got, want) < 1e-5
+
+
+def test_predict_averages_windows_of_a_long_file(tmp_path):
+    """A file longer than the 10 s training clips: 10 s windows (the last zero-padded), reference outputs averaged."""
+    import soundfile as sf
+
+    from audiocnn.evaluation.predict import predict_released
+
+    path, net = official_file(tmp_path, "panns_cnn6")
+    wave = generated(32000, 12.0, n=1)[0]
+    sf.write(tmp_path / "long.wav", wave.numpy(), 32000, subtype="FLOAT")
+    (result,) = predict_released("panns_cnn6", [tmp_path / "long.wav"], weights=path, top_k=5)
+    assert result["windows"] == 2
+    windows = torch.zeros(2, 320000)
+    windows[0], windows[1, :64000] = wave[:320000], wave[320000:]
+    with torch.no_grad():
+        want = net(windows)["clipwise_output"].mean(0)
+    labels = released("panns_cnn6").label_names()
+    assert [label for label, _ in result["top"]] == [labels[i] for i in torch.argsort(-want)[:5]]
+    np.testing.assert_allclose([p for _, p in result["top"]], torch.sort(want, descending=True)[0][:5].numpy(),
+                               rtol=1e-5)
