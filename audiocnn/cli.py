@@ -4,10 +4,12 @@
     audiocnn train --resume runs/digits/20260101-120000 [trainer.epochs=60 ...]
     audiocnn evaluate runs/digits/<run> [--split test] [--checkpoint best]
     audiocnn predict runs/digits/<run> some.wav folder/ [--top-k 3] [--json out.json]
+    audiocnn predict panns_cnn14 --weights Cnn14_mAP=0.431.pth some.wav [--top-k 5]   (released models)
     audiocnn summary recipes/genre.yaml | MODEL --input-shape 1,1,64,101
     audiocnn show clip.wav [--recipe recipes/digits.yaml] [--out clip.svg]
     audiocnn report runs/digits/<run> [--split test] [--examples 4]
     audiocnn embed vggish|RUN_DIR INPUT... --out DIR [--weights PATH] [--pca PATH] [--hop S] [--format npy]
+    audiocnn embed panns_cnn14 --weights Cnn14_mAP=0.431.pth INPUT... --out DIR   (released models)
     audiocnn probe EMBED_DIR labels.csv [--classifier logreg|mlp] [--label-column C] [--fold-column C]
     audiocnn data download NAME [--root data] [--mirror URL]
     audiocnn hear make-task fsdd|esc10|ravdess|yesno|synthetic --out tasks/ [--root PATH] [--sample-rates 16000 ...]
@@ -31,12 +33,13 @@ from audiocnn.deploy.serve import ServeSettings, serve
 from audiocnn.embed import embed
 from audiocnn.engine.distributed import env_rank
 from audiocnn.evaluation.evaluate import evaluate_run
-from audiocnn.evaluation.predict import predict_files
+from audiocnn.evaluation.predict import predict_files, predict_released
 from audiocnn.evaluation.report import write_report
 from audiocnn.evaluation.show import show
 from audiocnn.hear.evaluate import evaluate
 from audiocnn.hear.make_task import make_task
 from audiocnn.models import list_models
+from audiocnn.models.released import RELEASED, released
 from audiocnn.pipelines import train
 from audiocnn.probe import probe
 
@@ -76,8 +79,18 @@ def _failed(failed: int, total: int) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     if args.json and Path(args.json).is_dir():
         raise ConfigError(f"--json {args.json} is a folder; give a file name, e.g. {Path(args.json) / 'preds.json'}")
-    results = predict_files(args.run_dir, args.inputs, top_k=args.top_k, checkpoint=args.checkpoint,
-                            device=args.device, hop=args.hop)
+    if args.run_dir in RELEASED:
+        if not args.weights:
+            raise ConfigError(f"{args.run_dir} needs --weights FILE (e.g. {released(args.run_dir).weights_file}, "
+                              f"from {released(args.run_dir).source})")
+        results = predict_released(args.run_dir, args.inputs, weights=args.weights, top_k=args.top_k,
+                                   device=args.device, hop=args.hop)
+    else:
+        if args.weights:
+            raise ConfigError(f"--weights is for released models ({', '.join(RELEASED.names())}); a run folder "
+                              "brings its own checkpoint")
+        results = predict_files(args.run_dir, args.inputs, top_k=args.top_k, checkpoint=args.checkpoint,
+                                device=args.device, hop=args.hop)
     if not results:
         print("no audio files found in the inputs", file=sys.stderr)
         return 1
@@ -217,7 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_cmd_evaluate)
 
     pr = sub.add_parser("predict", help="top-k labels for audio (or, for image runs, image) files or folders")
-    pr.add_argument("run_dir")
+    pr.add_argument("run_dir", metavar="RUN_DIR_OR_MODEL", help="a run folder, or a released model (panns_cnn14 ...) "
+                                                             "with --weights")
+    pr.add_argument("--weights", default=None, help="a released model's weights file, e.g. Cnn14_mAP=0.431.pth")
     pr.add_argument("inputs", nargs="+", help="files or folders (audio; png/jpg for image runs)")
     pr.add_argument("--top-k", type=_at_least(1), default=3)
     pr.add_argument("--hop", type=_positive, default=None, help="seconds between windows (default: the recipe's)")
@@ -251,10 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_cmd_report)
 
     em = sub.add_parser("embed", help="embeddings of audio files with VGGish or a trained run (layer before the head)")
-    em.add_argument("model", metavar="MODEL_OR_RUN", help="vggish, or an audiocnn run folder")
+    em.add_argument("model", metavar="MODEL_OR_RUN", help="vggish, a released model (panns_cnn14 ...), or an audiocnn "
+                                                         "run folder")
     em.add_argument("inputs", nargs="+", help="audio files or folders")
     em.add_argument("--out", required=True, help="output folder (re-running into it skips files already done)")
-    em.add_argument("--weights", default=None, help="vggish: weights file, e.g. vggish-10086976.pth")
+    em.add_argument("--weights", default=None, help="vggish or a released model: weights file, e.g. "
+                                                    "vggish-10086976.pth, Cnn14_mAP=0.431.pth")
     em.add_argument("--pca", default=None, help="vggish: PCA file (vggish_pca_params-970ea276.pth or .npz): "
                                                 "PCA, clip and 8-bit quantisation as the released embeddings")
     em.add_argument("--hop", type=_positive, default=None, help="seconds between windows (default: vggish 0.96, "

@@ -11,6 +11,7 @@ from audiocnn.config import load_config
 from audiocnn.core.errors import ConfigError
 from audiocnn.data import DATASETS
 from audiocnn.models import create_model, list_models
+from audiocnn.models.released import RELEASED
 from audiocnn.models.summary import format_summary, model_summary
 from audiocnn.modalities import modality_of
 from audiocnn.tasks import get_task
@@ -42,7 +43,8 @@ def summary(target: str, overrides: list[str] | None = None, *, input_shape: str
             shape = tuple(int(s) for s in input_shape.split(","))
         except ValueError:
             raise ConfigError(f"--input-shape {input_shape!r}: give batch,channels,height,width as integers") from None
-        model = create_model(target, num_classes=num_classes or 10, in_chans=shape[1])
+        default = RELEASED.get(target).num_classes if target in RELEASED else 10  # a released model: its outputs
+        model = create_model(target, num_classes=num_classes or default, in_chans=shape[1])
         example = torch.zeros(*shape)
         title = f"{target}: input {'x'.join(map(str, shape))}"
     return format_summary(model_summary(model, example, max_depth=depth), title=title)

@@ -160,6 +160,9 @@ class OptimConfig:
     step_size: int = 10
     """``step``: epochs between decays."""
     gamma: float = 0.1
+    backbone_lr_scale: float = 1.0
+    """Fine-tuning: the learning rate of everything but the output layer (``head.fc``) is ``lr`` times this
+    (e.g. 0.1 after ``model.pretrained``); the output layer keeps ``lr``. Schedulers scale both alike."""
 
 
 @dataclass
@@ -397,6 +400,7 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("optim.warmup_epochs", lambda v: v >= 0, "0 or more"),
     ("optim.step_size", lambda v: v >= 1, "at least 1"),
     ("optim.gamma", lambda v: v > 0, "a positive number"),
+    ("optim.backbone_lr_scale", lambda v: v > 0, "a positive number (1 for one learning rate)"),
     ("trainer.epochs", lambda v: v >= 1, "at least 1"),
     ("trainer.top_k", lambda v: v >= 1, "at least 1"),
     ("trainer.grad_clip", lambda v: v >= 0, "0 (off) or a positive number"),

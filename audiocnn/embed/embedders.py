@@ -1,6 +1,7 @@
-"""Embedders: the models that map fixed windows of audio to vectors (:class:`Embedder` and its two kinds,
-:class:`VGGishEmbedder` and :class:`RunEmbedder`), :func:`load_embedder` that picks one from a name or a run
-folder, and :class:`EmbedError`, raised by the whole package when embedding cannot start."""
+"""Embedders: the models that map fixed windows of audio to vectors (:class:`Embedder` and its kinds,
+:class:`VGGishEmbedder`, :class:`ReleasedEmbedder` for released models such as ``panns_cnn14``, and
+:class:`RunEmbedder`), :func:`load_embedder` that picks one from a name or a run folder, and :class:`EmbedError`,
+raised by the whole package when embedding cannot start."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,12 +11,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from audiocnn.build import build_released
 from audiocnn.core.errors import AudiocnnError
 from audiocnn.core.runtime import pick_device
 from audiocnn.features.frontends import exact_float32
 from audiocnn.features.vggish_input import EXAMPLE_FRAMES, HOP_LENGTH, VGGishInput
 from audiocnn.modalities import modality_of
 from audiocnn.models import create_model
+from audiocnn.models.released import RELEASED
 from audiocnn.models.vggish import Postprocessor, load_vggish_weights
 from audiocnn.runs import load_run
 
@@ -146,7 +149,48 @@ class VGGishEmbedder(Embedder):
         return self.postprocessor(out) if self.postprocessor is not None else out
 
 
-class RunEmbedder(Embedder):
+class _ClassifierEmbedder(Embedder):
+    """An :class:`~audiocnn.modalities.Classifier` (``self.model``) whose ``embed()`` gives the vectors."""
+
+    model: nn.Module
+
+    def _to_bf16(self) -> None:
+        pass  # autocast in _forward; the front-end computes in float32 whatever the autocast state
+
+    def _forward(self, windows: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._bf16_ready):
+            return self.model.embed(windows).float()
+
+
+class ReleasedEmbedder(_ClassifierEmbedder):
+    """A released model (``panns_cnn14`` ...; :mod:`audiocnn.models.released`) with its own front-end: windows of
+    its ``embed_window_s`` (PANNs: 1 s) every ``embed_hop_s`` (0.5 s) -> the layer before its head (PANNs:
+    ``fc1`` after ReLU, 2048-d for CNN14, 512-d for CNN6/CNN10). Frame embeddings are the windows' vectors,
+    the clip embedding their pool (``--pool``).
+
+    Args:
+        name: the released model.
+        weights: its checkpoint file (the official layout, or a state dict in audiocnn's names).
+    """
+
+    def __init__(self, name: str, weights: str | Path, *, device: str | torch.device | None = None,
+                 precision: Precision = "fp32", pad_short: bool = True):
+        super().__init__(device=device, precision=precision)
+        self.model, entry = build_released(name, weights)
+        self.model.to(self.device)
+        self.name = name
+        self.sample_rate = entry.sample_rate
+        self.window = int(round(entry.embed_window_s * entry.sample_rate))
+        self.hop = max(1, int(round(entry.embed_hop_s * entry.sample_rate)))
+        self.pad_short = pad_short
+        self.dim = entry.embedding_dim
+        self._sources = {"weights": _file_id(weights)}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), **self._sources}
+
+
+class RunEmbedder(_ClassifierEmbedder):
     """An audiocnn run as an embedder: its front-end and ``model.embed()`` (the layer before the head).
 
     Args:
@@ -172,18 +216,12 @@ class RunEmbedder(Embedder):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "checkpoint": self.checkpoint}
 
-    def _to_bf16(self) -> None:
-        pass  # autocast in _forward; the front-end computes in float32 whatever the autocast state
-
-    def _forward(self, windows: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._bf16_ready):
-            return self.model.embed(windows).float()
-
 
 def load_embedder(model_or_run: str | Path, *, weights: str | Path | None = None, pca: str | Path | None = None,
                   checkpoint: str = "best", device: str | torch.device | None = None, precision: Precision = "fp32",
                   pad_short: bool | None = None) -> Embedder:
-    """``vggish`` (with ``weights``, optional ``pca``) or an audiocnn run folder -> an :class:`Embedder`.
+    """``vggish`` (with ``weights``, optional ``pca``), a released model (``panns_cnn14`` ... with ``weights``) or an
+    audiocnn run folder -> an :class:`Embedder`.
 
     Raises:
         EmbedError: neither a run folder nor ``vggish``, ``vggish`` without weights, or options that do not apply.
@@ -202,6 +240,14 @@ def load_embedder(model_or_run: str | Path, *, weights: str | Path | None = None
         emb: Embedder = VGGishEmbedder(net, postprocessor=post, device=device, precision=precision,
                                        pad_short=bool(pad_short), sources=sources)
         return emb
+    if target in RELEASED:
+        if weights is None:
+            raise EmbedError(f"{target} needs --weights PATH (e.g. {RELEASED.get(target).weights_file}, from "
+                             f"{RELEASED.get(target).source})")
+        if pca is not None:
+            raise EmbedError("--pca applies to vggish only")
+        return ReleasedEmbedder(target, weights, device=device, precision=precision,
+                                pad_short=True if pad_short is None else pad_short)
     if Path(target).is_dir():
         if weights is not None or pca is not None:
             raise EmbedError("--weights and --pca apply to vggish only; a run folder brings its own weights")
@@ -209,8 +255,8 @@ def load_embedder(model_or_run: str | Path, *, weights: str | Path | None = None
         if pad_short is not None:
             emb.pad_short = pad_short
         return emb
-    raise EmbedError(f"{target!r} is neither `vggish` nor an audiocnn run folder (made by `audiocnn train`, "
-                     "holding checkpoints/)")
+    raise EmbedError(f"{target!r} is neither `vggish`, a released model ({', '.join(RELEASED.names())}) nor an "
+                     "audiocnn run folder (made by `audiocnn train`, holding checkpoints/)")
 
 
 def _file_id(path: str | Path) -> dict[str, Any]:

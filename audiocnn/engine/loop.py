@@ -31,6 +31,7 @@ from audiocnn.engine.logging import ProgressLine, RunLogger, check_loggers, writ
 from audiocnn.features import draw_mixup
 from audiocnn.inference import autocast, evaluate_loader, progress
 from audiocnn.modalities import Classifier, Data, modality_of
+from audiocnn.models.pretrained import head_parameters
 from audiocnn.runs import load_data, make_run_dir, write_skipped
 from audiocnn.tasks import get_task
 
@@ -49,12 +50,23 @@ class Trained:
     cfg: Config
 
 
+def param_groups(model: nn.Module, *, lr: float, weight_decay: float, backbone_lr_scale: float = 1.0) -> list[dict]:
+    """Optimizer groups: no weight decay on norms and biases (standard practice in timm / nanoGPT); with
+    ``backbone_lr_scale != 1`` everything but the output layer (:func:`head_parameters`) gets ``lr * scale``."""
+    head = {id(p) for p in head_parameters(model)} if backbone_lr_scale != 1.0 else set()
+    groups = []
+    for scale, in_head in ((backbone_lr_scale, False), (1.0, True)):
+        params = [p for p in model.parameters() if p.requires_grad and (id(p) in head) == in_head]
+        for decay in (True, False):
+            chosen = [p for p in params if (p.ndim > 1) == decay]
+            if chosen or (not head and not in_head):  # one learning rate: always the two decay groups
+                groups.append({"params": chosen, "weight_decay": weight_decay if decay else 0.0, "lr": lr * scale})
+    return groups
+
+
 def build_optimizer(cfg: Config, model: nn.Module) -> torch.optim.Optimizer:
     o = cfg.optim
-    # No weight decay on norms and biases (standard practice in timm / nanoGPT).
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = param_groups(model, lr=o.lr, weight_decay=o.weight_decay, backbone_lr_scale=o.backbone_lr_scale)
     if o.name == "adamw":
         return torch.optim.AdamW(groups, lr=o.lr)
     if o.name == "adam":
@@ -69,7 +81,8 @@ def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epo
     o, total = cfg.optim, cfg.trainer.epochs * steps_per_epoch
     warmup = o.warmup_epochs * steps_per_epoch
     if o.scheduler == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=o.lr, total_steps=max(total, 1))
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
+                                                   total_steps=max(total, 1))
     if o.scheduler == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(o.step_size * steps_per_epoch, 1), gamma=o.gamma)
 

@@ -4,23 +4,32 @@ Long files are cut into windows of the recipe's ``data.duration`` (hop ``data.wi
 window outputs are averaged; windows go through the model in batches, so memory stays bounded.
 A run of an image recipe (``frontend.kind: image``) takes image files (PNG, JPEG ...), resized and converted
 as in training.
+
+``audiocnn predict NAME --weights W file.wav``: a released model (``panns_cnn14`` ..., see
+:mod:`audiocnn.models.released`) with its own front-end and label names. A file up to the model's training
+clip length (``clip_s``, 10 s for PANNs) goes through whole, as the reference taggers take it; a longer one in
+windows of ``clip_s`` every ``hop`` seconds (default ``clip_s``), averaged.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
 
-from audiocnn.audio import AudioError
+from audiocnn.audio import AUDIO_EXTENSIONS, AudioError, load_audio, sliding_windows
 from audiocnn.audio.io import find_inputs
+from audiocnn.build import build_released
+from audiocnn.core.runtime import pick_device
 from audiocnn.data.images import ImageError
 from audiocnn.modalities import Classifier, modality_of
 from audiocnn.runs import load_run
 from audiocnn.tasks import get_task
 
-__all__ = ["describe_outputs", "predict_files", "window_outputs"]
+__all__ = ["describe_outputs", "predict_files", "predict_released", "window_outputs"]
+
+Reader = Callable[[Path], tuple[torch.Tensor, dict]]
 
 
 @torch.no_grad()
@@ -33,10 +42,44 @@ def predict_files(run_dir: str | Path, inputs: Iterable[str | Path], *, top_k: i
     """
     model, cfg, labels, task = load_run(run_dir, checkpoint=checkpoint, device=device)
     modality = modality_of(cfg)
+    return _predict(model, lambda path: modality.read_file(cfg, path, hop=hop), modality.extensions, inputs,
+                    labels=labels, task=task, top_k=top_k, batch_size=batch_size)
+
+
+@torch.no_grad()
+def predict_released(name: str, inputs: Iterable[str | Path], *, weights: str | Path, top_k: int = 3,
+                     device: str | None = None, hop: float | None = None, batch_size: int = 8) -> list[dict]:
+    """:func:`predict_files` for a released model (``panns_cnn14`` ...) and its weights file.
+
+    Raises:
+        UnknownNameError: not a released model. PretrainedError: weights that do not fit (naming keys, shapes
+            and what the file looks like).
+    """
+    model, entry = build_released(name, weights)
+    model.to(pick_device(device))
+    sr, clip = entry.sample_rate, int(round(entry.clip_s * entry.sample_rate))
+    step = max(1, int(round((hop or entry.clip_s) * sr)))
+    shortest = int(round(entry.embed_window_s * sr))
+
+    def read(path: Path) -> tuple[torch.Tensor, dict]:
+        wave = load_audio(path, sr)
+        if len(wave) <= clip:  # whole, zero-padded only up to the shortest input the network takes
+            windows = np.pad(wave, (0, max(0, shortest - len(wave))))[None]
+        else:
+            windows = sliding_windows(wave, clip, step)
+        info = {"duration_s": round(len(wave) / sr, 3), "windows": len(windows)}
+        return torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)), info
+
+    return _predict(model, read, AUDIO_EXTENSIONS, inputs, labels=entry.label_names(), task=entry.task,
+                    top_k=top_k, batch_size=batch_size)
+
+
+def _predict(model: torch.nn.Module, read: Reader, extensions: tuple[str, ...], inputs: Iterable[str | Path], *,
+             labels: list[str], task: str, top_k: int, batch_size: int) -> list[dict]:
     results = []
-    for path, _ in find_inputs(inputs, modality.extensions):
+    for path, _ in find_inputs(inputs, extensions):
         try:
-            x, info = modality.read_file(cfg, path, hop=hop)
+            x, info = read(path)
         except (AudioError, ImageError) as e:
             results.append({"path": str(path), "error": e.reason})
             continue

@@ -18,7 +18,10 @@ Check it with the official validator (``.ci/hear-validator-env`` builds a virtua
   its own front-end, and the layer before the head (``model.embed()``), as ``audiocnn embed`` uses it;
 - a checkpoint file inside a run's ``checkpoints/`` folder (``.../checkpoints/last.pt``);
 - a VGGish weights file (the PyTorch port's ``vggish-10086976.pth``, or a state dict saved from audiocnn's
-  ``vggish``), also spelt ``vggish:PATH``; 128-d raw embeddings (no PCA).
+  ``vggish``), also spelt ``vggish:PATH``; 128-d raw embeddings (no PCA);
+- ``NAME:PATH`` for a released model and its weights (``panns_cnn14:Cnn14_mAP=0.431.pth``,
+  :mod:`audiocnn.models.released`): its own front-end, windows of its ``embed_window_s`` (PANNs 1 s), the layer
+  before its head (2048-d for CNN14).
 
 The model is a ``torch.nn.Module`` on the CPU; move it with ``.to(device)`` and pass audio on that device.
 Outputs come back on the same device. Nothing is trained: embeddings run in eval mode under ``torch.no_grad()``.
@@ -54,6 +57,7 @@ from audiocnn.core.errors import AudiocnnError
 from audiocnn.audio.sinc import SincResampler
 from audiocnn.features.frontends import exact_float32
 from audiocnn.embed import Embedder, load_embedder
+from audiocnn.models.released import RELEASED
 
 __all__ = ["HEAR_SAMPLE_RATES", "HearError", "HearModel", "get_scene_embeddings",
            "get_timestamp_embeddings", "load_model"]
@@ -64,8 +68,9 @@ MAX_HOP_MS = 50.0
 """HEAR asks for timestamps at most 50 ms apart (the tolerance of its onset-based tasks)."""
 
 USAGE = ("load_model takes an audiocnn run folder (made by `audiocnn train`, holding checkpoints/), a checkpoint "
-         "file in a run's checkpoints/ folder, or VGGish weights as a file path or `vggish:PATH` (the PyTorch "
-         "port's vggish-10086976.pth or a state dict saved from audiocnn's vggish)")
+         "file in a run's checkpoints/ folder, VGGish weights as a file path or `vggish:PATH` (the PyTorch "
+         "port's vggish-10086976.pth or a state dict saved from audiocnn's vggish), or `NAME:PATH` for a released "
+         "model (panns_cnn14:Cnn14_mAP=0.431.pth)")
 
 
 class HearError(AudiocnnError, ValueError):
@@ -216,8 +221,8 @@ class HearModel(nn.Module):
 # --- the three HEAR functions --------------------------------------------------------------------------------------
 
 def load_model(model_file_path: str = "", *, hop_ms: float = MAX_HOP_MS, batch_size: int = 128) -> HearModel:
-    """A run folder, a run's checkpoint file, or VGGish weights (``PATH`` or ``vggish:PATH``) -> :class:`HearModel`
-    on the CPU.
+    """A run folder, a run's checkpoint file, VGGish weights (``PATH`` or ``vggish:PATH``) or a released model's
+    (``panns_cnn14:PATH``) -> :class:`HearModel` on the CPU.
 
     Raises:
         HearError: an empty or missing path, or a file or folder that is none of these (with the reason).
@@ -225,13 +230,17 @@ def load_model(model_file_path: str = "", *, hop_ms: float = MAX_HOP_MS, batch_s
     spec = str(model_file_path).strip()
     if not spec:
         raise HearError(f"no model given. {USAGE}; e.g. hear-validator audiocnn.hear --model runs/digits/<run>")
-    vggish = spec.startswith("vggish:")
-    path = Path(spec[len("vggish:"):] if vggish else spec).expanduser()
+    prefix, _, rest = spec.partition(":")
+    named = prefix if rest and (prefix == "vggish" or prefix in RELEASED) else None
+    vggish = named == "vggish"
+    path = Path(rest if named else spec).expanduser()
     if not path.exists():
         raise HearError(f"{path} does not exist. {USAGE}")
-    if vggish and not path.is_file():
-        raise HearError(f"vggish:{path} is not a file. {USAGE}")
-    if vggish or (path.is_file() and path.parent.name != "checkpoints"):
+    if named and not path.is_file():
+        raise HearError(f"{named}:{path} is not a file. {USAGE}")
+    if named and not vggish:
+        what, load = f"{named} weights", lambda: load_embedder(named, weights=path, device="cpu", pad_short=True)
+    elif vggish or (path.is_file() and path.parent.name != "checkpoints"):
         what, load = "VGGish weights", lambda: load_embedder("vggish", weights=path, device="cpu", pad_short=True)
     elif path.is_file():
         what, load = "a run's checkpoint", lambda: load_embedder(path.parent.parent, checkpoint=str(path), device="cpu")

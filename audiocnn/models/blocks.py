@@ -13,9 +13,9 @@ from torch import nn
 from audiocnn.core.errors import ConfigError
 from audiocnn.core.registry import Registry
 
-__all__ = ["BLOCKS", "BasicBlock", "Bottleneck", "ConvNormAct", "DenseBlock", "DenseLayer", "DropPath", "Inception",
-           "InvertedResidual", "NormAct", "SqueezeExcite", "Transition", "VGGBlock", "get_act", "get_norm", "conv_nd",
-           "make_divisible", "mobilenet_v3_block", "pool_nd"]
+__all__ = ["BLOCKS", "BasicBlock", "Bottleneck", "ConvNormAct", "DenseBlock", "DenseLayer", "DropPath",
+           "FrequencyBatchNorm", "Inception", "InvertedResidual", "NormAct", "SqueezeExcite", "Transition", "VGGBlock",
+           "get_act", "get_norm", "conv_nd", "make_divisible", "mobilenet_v3_block", "pool_nd"]
 
 BLOCKS: Registry[Callable[..., nn.Module]] = Registry("block")
 
@@ -339,6 +339,26 @@ def norm_act(in_chans: int, out_chans: int, *, stride: int | tuple = 1, dims: in
     if in_chans != out_chans or not _unit_stride(stride):
         raise ConfigError(f"norm_act keeps the shape: got {in_chans} -> {out_chans} channels, stride {stride}")
     return NormAct(in_chans, dims=dims, norm_layer=norm_layer, act_layer=act_layer)
+
+
+@BLOCKS.register("freq_norm")
+class FrequencyBatchNorm(nn.Module):
+    """Batch norm with one mean and variance per frequency row (PANNs' ``bn0``), learnt with the network.
+
+    ``(batch, chans, n_mels, frames) -> same``: statistics over batch, channels and frames for each of the
+    ``n_mels`` rows. Keeps the channel count; ``n_mels`` comes from the input size, never a constant.
+    """
+
+    def __init__(self, in_chans: int, out_chans: int, *, n_mels: int, stride: int | tuple = 1, dims: int = 2,
+                 norm_layer: str | None = "batchnorm", act_layer: str | None = None):
+        super().__init__()
+        if in_chans != out_chans or not _unit_stride(stride) or dims != 2:
+            raise ConfigError(f"freq_norm keeps the shape of a 2-D input: got {in_chans} -> {out_chans} channels, "
+                              f"stride {stride}, dims {dims}")
+        self.bn = nn.BatchNorm2d(n_mels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(x.transpose(1, 2)).transpose(1, 2)
 
 
 class DenseLayer(nn.Module):

@@ -2,9 +2,10 @@
 
 A file is either a state dict saved from the reference implementation (torchvision's key names, e.g.
 ``torch.save(torchvision.models.resnet18(weights=...).state_dict(), "resnet18.pth")``; EfficientAT's released
-``mn10_as_mAP_471.pt``) or an audiocnn checkpoint. Reference names are translated by an explicit table per
-family: a function walks *our* network and pairs each reference module path (``layer3.1.bn2``) with ours
-(``stages.2.1.conv2.1``), by structure and order, never by matching shapes. Then:
+``mn10_as_mAP_471.pt``; PANNs' official ``{'model': state_dict}`` files such as ``Cnn14_mAP=0.431.pth``) or an
+audiocnn checkpoint. Reference names are translated by an explicit table per family: a function walks *our*
+network and pairs each reference module path (``layer3.1.bn2``) with ours (``stages.2.1.conv2.1``), by structure
+and order, never by matching shapes. Then:
 
 - a first conv whose input channels differ is adapted (RGB kernels summed for ``in_chans=1``);
 - a head whose class count differs is left freshly initialised (replaced);
@@ -30,9 +31,11 @@ from audiocnn.core.errors import ConfigError, ModelError, NotFoundError
 from audiocnn.core.checkpoint import FORMAT, clean_state_dict
 from audiocnn.models.blocks import DenseBlock, Inception, InvertedResidual, NormAct, Transition
 from audiocnn.models.efficientat import EFFICIENTAT_MODELS, describe_reference_file, efficientat_pairs, reference_tensor
+from audiocnn.models.panns import (FRONTEND_KEYS, check_frontend_kernels, describe_panns_file, panns_pairs,
+                                   panns_tensor)
 
-__all__ = ["PretrainedError", "REFERENCE_LAYOUTS", "adapt_input_conv", "freeze", "load_pretrained",
-           "load_state_dict_mapped"]
+__all__ = ["PretrainedError", "REFERENCE_LAYOUTS", "adapt_input_conv", "freeze", "head_parameters",
+           "load_pretrained", "load_state_dict_mapped"]
 
 Pairs = list[tuple[str, str]]  # (reference module path, our module path)
 
@@ -158,16 +161,18 @@ class Layout(NamedTuple):
 
     pairs: Callable[[nn.Module], Pairs]
     ignore: tuple[str, ...] = ()
-    """Reference key prefixes with no counterpart here (GoogLeNet's auxiliary heads)."""
+    """Reference key prefixes with no counterpart here (GoogLeNet's auxiliary heads, PANNs' front-end kernels)."""
     rename: Callable[[str], str] | None = None
     """Normalises old spellings of reference keys before pairing."""
     name: str = "torchvision"
     """Whose layout it is (reported as ``layout``)."""
     convert: Callable[[str, torch.Tensor, torch.Size], torch.Tensor] | None = None
-    """``(reference key, tensor, our shape) -> tensor``: an equivalent reshape (EfficientAT's SE linears to 1x1
-    convs), applied before shapes are compared."""
+    """``(reference key, tensor, our shape) -> tensor`` in our orientation, applied before shapes are compared
+    (EfficientAT's SE linears to 1x1 convs; PANNs' kernels are (time, mel), ours (mel, time))."""
+    check: Callable[[dict, str, str], list[str]] | None = None
+    """``(state dict, model name, source) -> problems``: checks of ignored tensors (recomputed front-end kernels)."""
     describe: Callable[[dict], str] | None = None
-    """What a file that does not fit looks like (EfficientAT: which width), added to the error."""
+    """What variant a file in this layout looks like (a clause), added to the error of a file that does not fit."""
 
 
 def _alexnet_pairs(net: nn.Module) -> Pairs:
@@ -191,8 +196,11 @@ REFERENCE_LAYOUTS: dict[str, Layout] = {
     "efficientnet_b0": Layout(_efficientnet_pairs),
     **{name: Layout(efficientat_pairs, name="EfficientAT", convert=reference_tensor, describe=describe_reference_file)
        for name in EFFICIENTAT_MODELS},
+    **{name: Layout(panns_pairs, ignore=FRONTEND_KEYS, name="panns", check=check_frontend_kernels,
+                    describe=describe_panns_file, convert=panns_tensor)
+       for name in ("panns_cnn6", "panns_cnn10", "panns_cnn14", "panns_cnn14_16k")},
 }
-"""The reference layout (torchvision's, EfficientAT's) for each zoo model that has one."""
+"""The reference layout (torchvision's, EfficientAT's, PANNs' official checkpoints) of each zoo model that has one."""
 
 
 def _expand(net: nn.Module, pairs: Pairs, model_name: str) -> tuple[dict[str, str], list[str]]:
@@ -255,6 +263,9 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         if not state:
             raise PretrainedError(f"model.pretrained: audiocnn checkpoint {path} has no 'network.' weights")
         return state
+    if isinstance(payload, dict) and isinstance(payload.get("model"), dict) and payload["model"] \
+            and all(isinstance(v, torch.Tensor) for v in payload["model"].values()):
+        payload = payload["model"]  # PANNs' official files: {'model': state_dict[, 'iteration', ...]}
     if not isinstance(payload, dict) or not payload or not all(isinstance(v, torch.Tensor) for v in payload.values()):
         found = sorted(payload)[:8] if isinstance(payload, dict) else type(payload).__name__
         raise PretrainedError(f"model.pretrained: {path} is neither a state dict (name -> tensor) nor an audiocnn "
@@ -285,7 +296,7 @@ def load_state_dict_mapped(network: nn.Module, state_dict: dict[str, torch.Tenso
                            source: str = "state dict") -> dict:
     """:func:`load_pretrained` for a state dict already in memory."""
     ours = network.state_dict()
-    layout = None
+    layout: Layout | None = None
     if any(k in ours for k in state_dict):  # our own names (torchvision's never start with stem./stages./head.)
         layout_name, expected, ignore = "audiocnn", {k: k for k in ours}, ()
     else:
@@ -320,15 +331,15 @@ def load_state_dict_mapped(network: nn.Module, state_dict: dict[str, torch.Tenso
             else:
                 mismatched.append(f"{ref} {tuple(tensor.shape)} -> {key} {tuple(want)}")
         new[key] = tensor
-    if missing or unexpected or mismatched:
-        lines = [f"{source} does not fit {model_name} ({layout_name} layout):"]
-        for what, keys in (("missing from the file", missing), ("unexpected in the file", unexpected),
-                           ("shape mismatch (file -> model)", mismatched)):
-            if keys:
-                lines.append(f"  {what} ({len(keys)}): {_listing(keys)}")
-        if layout is not None and layout.describe:
-            lines.append(f"  {layout.describe(state_dict)}")
-        raise PretrainedError("\n".join(lines))
+    problems = layout.check(state_dict, model_name, source) if layout is not None and layout.check else []
+    if missing or unexpected or mismatched or problems:
+        looks = [layout.describe(state_dict)] if layout is not None and layout.describe else []
+        parts = [f"{what} ({len(keys)}): {_listing(keys)}"
+                 for what, keys in (("missing from the file", missing), ("unexpected in the file", unexpected),
+                                    ("shape mismatch (file -> model)", mismatched)) if keys]
+        # one line, as the command line prints errors
+        raise PretrainedError(f"{source} does not fit {model_name} ({layout_name} layout): "
+                              + "; ".join(parts + problems + looks))
     if replaced:
         new = {k: v for k, v in new.items() if k not in head}
     network.load_state_dict(new, strict=False)
@@ -336,6 +347,17 @@ def load_state_dict_mapped(network: nn.Module, state_dict: dict[str, torch.Tenso
 
 
 # --- freezing -------------------------------------------------------------------------------------------------------
+
+def head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The output layer's parameters: ``head.fc`` of a :class:`ConvNet` (also inside a classifier's ``network``),
+    else the last ``nn.Linear`` of the model (none when it has none)."""
+    net = getattr(model, "network", model)
+    fc = getattr(getattr(net, "head", None), "fc", None)
+    if fc is None:
+        linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+        fc = linears[-1] if linears else None
+    return list(fc.parameters()) if fc is not None else []
+
 
 def freeze(network: nn.Module, spec: str | int) -> int:
     """Stop gradients to part of the network (``model.freeze``); returns the number of frozen parameters.
@@ -354,11 +376,7 @@ def freeze(network: nn.Module, spec: str | int) -> int:
     if spec == "none":
         return 0
     if spec == "backbone":
-        fc = getattr(getattr(network, "head", None), "fc", None)
-        if fc is None:
-            fc = [m for m in network.modules() if isinstance(m, nn.Linear)][-1:]
-            fc = fc[0] if fc else None
-        keep = {id(p) for p in fc.parameters()} if fc is not None else set()
+        keep = {id(p) for p in head_parameters(network)}
         params = [p for p in network.parameters() if id(p) not in keep]
     elif spec.isdigit():
         n = int(spec)
