@@ -35,20 +35,22 @@ Streaming contract of the causal engine (samples counted from the start of the s
    over all frames since the start.
 4. Head (:class:`WindowPool`): the run's head (avg pooling as a running sum, max and avgmax over the ring)
    over the last ``F = frontend.num_frames(window)`` feature frames (fewer until ``F`` exist): the frames a
-   window model sees, for the window ending ``P`` samples before the hop's end (a centred frame's look-ahead).
-   Unlike the window model, the convs at the window's start see the sound before it (their cache), not zeros:
-   labels match the window model's where the receptive field lies inside the window, and differ a little
-   elsewhere (``benchmarks/stream.py`` counts how often the top label agrees).
+   window model sees, for the window ending ``P`` samples before the hop's end (a centred frame's look-ahead),
+   on the stream's frame grid (every ``H`` samples from its start: the window's own grid when the hop is a
+   multiple of ``H``). So the outputs are not the window model's: its convs see zeros before the window where
+   these see the sound before it (their cache; training saw the zeros), and its edge frames and ``top_db`` see
+   the window's padding and maximum. ``benchmarks/stream.py`` reports how often the two give the same top label.
 
 Compute per hop (latency) is the time from the hop's last sample to its output: front-end, network and head
 (reading and resampling the input are not counted); the real-time factor is all compute over the audio's length.
 
 Example:
-    >>> streamer = open_streamer("runs/digits_tcn/<run>", hop=0.1)
+    >>> streamer, labels = open_streamer("runs/digits_tcn/<run>", hop=0.1)
     >>> for block in blocks:                      # (n,) float32 at the run's rate, any sizes
     ...     for hop in streamer.push(block):
-    ...         print(hop.time, hop.probs.argmax())
-    >>> streamer.finish(); streamer.summary()
+    ...         print(hop.time, labels[hop.probs.argmax()])
+    >>> last = streamer.finish()                  # the zero-padded last window, if samples are left
+    >>> streamer.summary()                        # {"hops", "mean_ms", "p50_ms", "p99_ms", "rtf", ...}
 """
 from __future__ import annotations
 
@@ -241,9 +243,11 @@ class CausalNetStream:
                              "re-running the window (--recompute)")
         self.net = copy.deepcopy(network).eval()
         for name, module in list(self.net.named_modules()):
+            parent, _, attr = name.rpartition(".")
             if isinstance(module, CausalConv1d):
-                parent, _, attr = name.rpartition(".")
                 setattr(self.net.get_submodule(parent), attr, _CachedConv(module))
+            elif isinstance(module, nn.Dropout):  # the identity in eval mode; a call per layer saved
+                setattr(self.net.get_submodule(parent), attr, nn.Identity())
         for part in (self.net.stem, self.net.stages):
             for name, module in part.named_modules():
                 pointwise = type(module) is nn.Conv1d and module.kernel_size == (1,) and module.stride == (1,) \
@@ -503,4 +507,6 @@ def run_stream(run_dir: str | Path, source: str | None, *, mic: bool = False, ra
         print(f"stream: {s['hops']} hops of {s['hop_s']:g} s over {s['audio_s']:.2f} s of audio ({s['engine']}) | "
               f"compute per hop: mean {s['mean_ms']:.2f} ms, p50 {s['p50_ms']:.2f} ms, p99 {s['p99_ms']:.2f} ms | "
               f"real-time factor {s['rtf']:.4f}", file=err)
+    else:
+        print("stream: stopped before any sound arrived", file=err)
     return s
