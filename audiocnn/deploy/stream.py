@@ -70,6 +70,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from audiocnn.core.errors import ConfigError, ModelError
+from audiocnn.deploy.sources import mic_blocks, pcm_blocks, raw_format, read_wav_header, resampled
 from audiocnn.embed.windows import stream_file
 from audiocnn.evaluation.predict import _describe
 from audiocnn.features import Frontend
@@ -77,7 +78,6 @@ from audiocnn.models.temporal import (CausalConv1d, CausalConvNet, GatedResidual
                                       WaveNetStack)
 from audiocnn.modalities import Classifier
 from audiocnn.runs import load_run
-from audiocnn.deploy.sources import mic_blocks, pcm_blocks, raw_format, read_wav_header, resampled
 from audiocnn.tasks import get_task
 
 __all__ = ["CausalEngine", "CausalNetStream", "FrameStream", "Hop", "SampleRing", "Streamer", "WindowEngine",
