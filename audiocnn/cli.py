@@ -8,6 +8,7 @@
     audiocnn summary recipes/genre.yaml | MODEL --input-shape 1,1,64,101
     audiocnn show clip.wav [--recipe recipes/digits.yaml] [--out clip.svg]
     audiocnn report runs/digits/<run> [--split test] [--examples 4]
+    audiocnn stream runs/digits_tcn/<run> clip.wav | - | --mic [--hop 0.1] [--json] [--raw --sample-rate N --dtype s16le]
     audiocnn embed vggish|RUN_DIR INPUT... --out DIR [--weights PATH] [--pca PATH] [--hop S] [--format npy]
     audiocnn embed panns_cnn14 --weights Cnn14_mAP=0.431.pth INPUT... --out DIR   (released models)
     audiocnn probe EMBED_DIR labels.csv [--classifier logreg|mlp] [--label-column C] [--fold-column C]
@@ -30,6 +31,7 @@ from audiocnn.config import load_config
 from audiocnn.core.io import atomic_write_text
 from audiocnn.data.download import download
 from audiocnn.deploy.serve import ServeSettings, serve
+from audiocnn.deploy.stream import DEFAULT_HOP, run_stream
 from audiocnn.embed import embed
 from audiocnn.engine.distributed import env_rank
 from audiocnn.evaluation.evaluate import evaluate_run
@@ -107,6 +109,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")
         print(f"wrote {args.json}")
     return _failed(failed, len(results))
+
+
+def _cmd_stream(args: argparse.Namespace) -> int:
+    run_stream(args.run_dir, args.input, mic=args.mic, raw=args.raw, sample_rate=args.sample_rate, dtype=args.dtype,
+               hop=args.hop, top_k=args.top_k, as_json=args.json, recompute=args.recompute,
+               checkpoint=args.checkpoint, device=args.device)
+    return 0
 
 
 def _cmd_summary(args: argparse.Namespace) -> int:
@@ -240,6 +249,22 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default=None)
     pr.add_argument("--json", help="also write the results to this JSON file")
     pr.set_defaults(func=_cmd_predict)
+
+    st = sub.add_parser("stream", help="labels every hop of a file, standard input or the microphone, with latency")
+    st.add_argument("run_dir")
+    st.add_argument("input", nargs="?", default=None, help="an audio file, or - for standard input (WAV, or --raw)")
+    st.add_argument("--mic", action="store_true", help="the default input device (pip install audiocnn[mic]); Ctrl-C stops")
+    st.add_argument("--hop", type=_positive, default=DEFAULT_HOP, help=f"seconds between outputs ({DEFAULT_HOP})")
+    st.add_argument("--top-k", type=_at_least(1), default=3)
+    st.add_argument("--json", action="store_true", help='JSON lines: {"time": t_end_s, "top": [[label, p], ...]}')
+    st.add_argument("--raw", action="store_true", help="standard input is headerless mono PCM (--sample-rate, --dtype)")
+    st.add_argument("--sample-rate", type=_at_least(1), default=None, help="--raw: its rate in Hz (default: the run's)")
+    st.add_argument("--dtype", choices=["s16le", "f32le"], default=None, help="--raw: sample type (default: s16le)")
+    st.add_argument("--recompute", action="store_true", help="tcn/wavenet: re-run the whole window every hop "
+                                                              "instead of only the new frames")
+    st.add_argument("--checkpoint", default="best")
+    st.add_argument("--device", default=None)
+    st.set_defaults(func=_cmd_stream)
 
     s = sub.add_parser("summary", help="layer table: output shapes and parameter counts")
     s.add_argument("target", help="a recipe YAML or a registered model name")
