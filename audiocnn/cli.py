@@ -12,6 +12,7 @@
     audiocnn data download NAME [--root data] [--mirror URL]
     audiocnn hear make-task fsdd|esc10|ravdess|yesno|synthetic --out tasks/ [--root PATH] [--sample-rates 16000 ...]
     audiocnn hear-eval MODULE_OR_RUN --tasks-dir tasks/ [--model WEIGHTS] [--out results/] [--tasks NAME ...]
+    audiocnn export runs/digits/<run> --format onnx|torchscript --out digits.onnx [--opset 18]
     audiocnn list-models [PATTERN]
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ from audiocnn.commands import summary
 from audiocnn.config import load_config
 from audiocnn.core.io import atomic_write_text
 from audiocnn.data.download import download
+from audiocnn.deploy.export import export_run
 from audiocnn.embed import embed
 from audiocnn.engine.distributed import env_rank
 from audiocnn.evaluation.evaluate import evaluate_run
@@ -162,6 +164,11 @@ def _cmd_hear_eval(args: argparse.Namespace) -> int:
                       tasks=args.tasks, device=args.device, batch_size=args.batch_size, progress=args.progress,
                       seed=args.seed, grid_points=args.grid_points)
     return 0 if result["tasks"] or not result["errors"] else 1  # as embed: a failure only when nothing was scored
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    print(export_run(args.run_dir, fmt=args.format, out=args.out, opset=args.opset, checkpoint=args.checkpoint).summary())
+    return 0
 
 
 def _cmd_list_models(args: argparse.Namespace) -> int:
@@ -313,6 +320,15 @@ def build_parser() -> argparse.ArgumentParser:
     he.add_argument("--seed", type=int, default=42)
     he.add_argument("--progress", default="auto", choices=["auto", "always", "never"])
     he.set_defaults(func=_cmd_hear_eval)
+
+    ex = sub.add_parser("export", help="one ONNX or TorchScript graph from waveform (or image) to logits, checked "
+                                       "against torch before it is written")
+    ex.add_argument("run_dir")
+    ex.add_argument("--format", default="onnx", help="onnx (default) or torchscript")
+    ex.add_argument("--out", required=True, help="the file to write, e.g. model.onnx")
+    ex.add_argument("--opset", type=int, default=None, help="ONNX opset, 18 to 23 (default 18)")
+    ex.add_argument("--checkpoint", default="best", help="best, last, or a .pt path")
+    ex.set_defaults(func=_cmd_export)
 
     lm = sub.add_parser("list-models", help="registered model names")
     lm.add_argument("pattern", nargs="?", default="*")
