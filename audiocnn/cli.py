@@ -326,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("run_dir")
     ex.add_argument("--format", default="onnx", help="onnx (default) or torchscript")
     ex.add_argument("--out", required=True, help="the file to write, e.g. model.onnx")
-    ex.add_argument("--opset", type=int, default=None, help="ONNX opset, 18 to 23 (default 18)")
+    ex.add_argument("--opset", type=int, default=None, help="ONNX opset, 18 to 24 (default 18)")
     ex.add_argument("--checkpoint", default="best", help="best, last, or a .pt path")
     ex.set_defaults(func=_cmd_export)
 

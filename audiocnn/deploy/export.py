@@ -46,8 +46,9 @@ from audiocnn.runs import load_run
 __all__ = ["FORMATS", "FRONTEND_TOLERANCE", "LOGIT_TOLERANCE", "ExportResult", "export_run", "exportable"]
 
 FORMATS = ("onnx", "torchscript")
-OPSETS = range(18, 24)
-"""Opsets the dynamo exporter writes (torch 2.13 translates at 18 and up; onnxruntime 1.18+ runs them)."""
+OPSETS = range(18, 25)
+"""Opsets the dynamo exporter writes: it translates at 18 and up (asked for 17 it fails to convert Pad and silently
+writes 18); onnxruntime 1.32 ran 18, 20, 23 and 24 here."""
 DEFAULT_OPSET = 18
 LOGIT_TOLERANCE = 1e-4
 """Largest max-abs logit deviation of the exported file from torch on the same module."""
@@ -195,6 +196,9 @@ def _onnx_bytes(graph: ExportGraph, opset: int, meta: dict[str, str]) -> bytes:
             raise ModelError(f"torch.onnx.export failed for this run ({type(e).__name__}: "
                              f"{str(e).splitlines()[0][:300]}); try --format torchscript") from e
         proto = onnx.load(path)
+    written = {o.domain: o.version for o in proto.opset_import}.get("")
+    if written != opset:  # the exporter falls back to its own opset when converting fails, with only a warning
+        raise ModelError(f"--opset {opset}: the exporter wrote opset {written} instead; use --opset {written}")
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
