@@ -80,6 +80,34 @@ def test_real_logmel_matches_librosa():
     assert np.abs(out - ref).max() < 2e-3   # dB; float32 against librosa's float32 FFT
 
 
+class _AllFrontends(torch.nn.Module):
+    def __init__(self, frontends):
+        super().__init__()
+        self.frontends = torch.nn.ModuleList(frontends)
+
+    def forward(self, wave):
+        return tuple(fe(wave) for fe in self.frontends)
+
+
+@pytest.mark.slow
+def test_every_kind_runs_in_onnxruntime(tmp_path):
+    """The operations the five exported runs below do not use (reflect and edge padding, magnitude, the DCT,
+    nnAudio's CQT kernels), in one ONNX graph, against the original front-ends in torch."""
+    settings = [s for s in FRONTENDS if s["kind"] in ("mfcc", "stft", "mel", "cqt")]
+    originals = [FrontendSettings(**s).build(SR) for s in settings]
+    graph = _AllFrontends([real_frontend(fe) for fe in originals]).eval()
+    path = tmp_path / "frontends.onnx"
+    dims = ({0: torch.export.Dim("batch", max=64), 1: torch.export.Dim("time", min=SR, max=10 * SR)},)
+    torch.onnx.export(graph, (torch.zeros(2, SR),), str(path), dynamo=True, dynamic_shapes=dims, verbose=False)
+    session = _session(path)
+    x = torch.cat([_chirp(SR + 301) + 0.01 * torch.randn(1, SR + 301), 0.1 * torch.randn(2, SR + 301)])
+    outs = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    for s, fe, out in zip(settings, originals, outs):
+        ref = fe(x).numpy()
+        assert out.shape == ref.shape, s
+        assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max(), s
+
+
 def test_unknown_frontend_is_a_model_error():
     with pytest.raises(ModelError, match="not an audiocnn Frontend"):
         real_frontend(torch.nn.Conv1d(1, 1, 3))
