@@ -168,7 +168,7 @@ def main() -> None:
     p.add_argument("--only", nargs="+", choices=list(ROWS), default=list(ROWS))
     p.add_argument("--run", nargs="+", default=[], metavar="NAME=RUN_DIR", help="use these runs instead of training")
     p.add_argument("--steps", type=int, default=8, help="training steps of the short runs (default 8)")
-    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--work", default=None, help="folder for runs, cache and .onnx files (default: a temporary one)")
     p.add_argument("--markdown", default=None, help="also write the table to this file")
     p.add_argument("--time-one", nargs=4, help=argparse.SUPPRESS)
@@ -185,7 +185,8 @@ def main() -> None:
             t = time.perf_counter()
             run = Path(given[name]) if name in given else train_run(name, work, args.steps)
             rows.append(measure(name, run, work, args.repeats))
-            print(f"{name}: {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+            print(f"{name}: {time.perf_counter() - t:.0f} s\n{table(rows[-1:]).splitlines()[-1]}", file=sys.stderr,
+                  flush=True)
     md = table(rows)
     print(md)
     if args.markdown:
