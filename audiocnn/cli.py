@@ -15,6 +15,7 @@
     audiocnn data download NAME [--root data] [--mirror URL]
     audiocnn hear make-task fsdd|esc10|ravdess|yesno|synthetic --out tasks/ [--root PATH] [--sample-rates 16000 ...]
     audiocnn hear-eval MODULE_OR_RUN --tasks-dir tasks/ [--model WEIGHTS] [--out results/] [--tasks NAME ...]
+    audiocnn export runs/digits/<run> --format onnx|torchscript --out digits.onnx [--opset 18]
     audiocnn list-models [PATTERN]
     audiocnn serve RUN_DIR [--host 127.0.0.1] [--port 8000] [--max-body-mb 16] [--max-batch 32] [--max-wait-ms 5]
 """
@@ -32,6 +33,7 @@ from audiocnn.core.io import atomic_write_text
 from audiocnn.data.download import download
 from audiocnn.deploy.serve import ServeSettings, serve
 from audiocnn.deploy.stream import DEFAULT_HOP, run_stream
+from audiocnn.deploy.export import export_run
 from audiocnn.embed import embed
 from audiocnn.engine.distributed import env_rank
 from audiocnn.evaluation.evaluate import evaluate_run
@@ -195,6 +197,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                              shutdown_timeout_s=args.shutdown_timeout_s)
     return serve(args.run_dir, host=args.host, port=args.port, settings=settings, checkpoint=args.checkpoint,
                  device=args.device, access_log=args.access_log)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    print(export_run(args.run_dir, fmt=args.format, out=args.out, opset=args.opset, checkpoint=args.checkpoint).summary())
+    return 0
 
 
 def _cmd_list_models(args: argparse.Namespace) -> int:
@@ -390,6 +397,14 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--device", default=None)
     sv.add_argument("--access-log", action="store_true", help="log every request")
     sv.set_defaults(func=_cmd_serve)
+    ex = sub.add_parser("export", help="one ONNX or TorchScript graph from waveform (or image) to logits, checked "
+                                       "against torch before it is written")
+    ex.add_argument("run_dir")
+    ex.add_argument("--format", default="onnx", help="onnx (default) or torchscript")
+    ex.add_argument("--out", required=True, help="the file to write, e.g. model.onnx")
+    ex.add_argument("--opset", type=int, default=None, help="ONNX opset, 18 to 24 (default 18)")
+    ex.add_argument("--checkpoint", default="best", help="best, last, or a .pt path")
+    ex.set_defaults(func=_cmd_export)
 
     lm = sub.add_parser("list-models", help="registered model names")
     lm.add_argument("pattern", nargs="?", default="*")
