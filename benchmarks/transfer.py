@@ -179,7 +179,7 @@ def main() -> None:
     ap.add_argument("--cache", default=str(ROOT / "runs" / "transfer-cache"), help="embedding cache folder")
     ap.add_argument("--ravdess-models", nargs="*", default=["crepe_tiny"])
     ap.add_argument("--ravdess-hop", type=float, default=0.05, help="seconds between CREPE frames")
-    ap.add_argument("--fsdd-models", nargs="*", default=["crepe_tiny", "crepe_full"])
+    ap.add_argument("--fsdd-models", nargs="*", default=["crepe_tiny"], help="crepe_full too: ~40x the compute")
     ap.add_argument("--fsdd-hop", type=float, default=0.05)
     ap.add_argument("--finetune", default=None, help="a finished emotion_crepe.yaml run (default: train one here)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["ravdess", "finetune", "fsdd"])
