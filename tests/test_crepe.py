@@ -275,3 +275,18 @@ def test_cli_embed_crepe_tiny_writes_frames_times_and_clip(tc, tmp_path):
     np.testing.assert_allclose(clip, ref.mean(0), atol=1e-5 * np.abs(ref).max())
     manifest = (tmp_path / "out" / "manifest.csv").read_text().splitlines()
     assert manifest[1].split(",")[2] == "ok"
+
+
+@needs_torchcrepe
+def test_hear_module_timestamp_embeddings_are_torchcrepes_centred_frames(tc):
+    import audiocnn.hear as hear
+
+    wave = _generated(0.4)
+    model = hear.load_model("crepe_tiny", hop_ms=50)
+    emb, ts = hear.get_timestamp_embeddings(wave[None], model)
+    with torch.no_grad():
+        ref = tc.embed(wave[None], 16000, 800, "tiny", pad=True)[0]   # frames centred on k * 800, 1 + n // 800
+    ref = ref.reshape(len(ref), -1)
+    assert emb.shape == (1, len(ref), 256)
+    _close(emb[0], ref, scale=float(ref.abs().max()))
+    np.testing.assert_allclose(ts[0].numpy(), np.arange(len(ref)) * 50.0)
