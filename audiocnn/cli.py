@@ -32,7 +32,7 @@ from audiocnn.config import load_config
 from audiocnn.core.io import atomic_write_text
 from audiocnn.data.download import download
 from audiocnn.deploy.serve import ServeSettings, serve
-from audiocnn.deploy.stream import DEFAULT_HOP, run_stream
+from audiocnn.deploy.stream import DEFAULT_HOP, STREAM_THREADS, run_stream
 from audiocnn.deploy.export import export_run
 from audiocnn.embed import embed
 from audiocnn.engine.distributed import env_rank
@@ -116,7 +116,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_stream(args: argparse.Namespace) -> int:
     run_stream(args.run_dir, args.input, mic=args.mic, raw=args.raw, sample_rate=args.sample_rate, dtype=args.dtype,
                hop=args.hop, top_k=args.top_k, as_json=args.json, recompute=args.recompute,
-               checkpoint=args.checkpoint, device=args.device)
+               checkpoint=args.checkpoint, device=args.device, threads=args.threads)
     return 0
 
 
@@ -269,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--dtype", choices=["s16le", "f32le"], default=None, help="--raw: sample type (default: s16le)")
     st.add_argument("--recompute", action="store_true", help="tcn/wavenet: re-run the whole window every hop "
                                                               "instead of only the new frames")
+    st.add_argument("--threads", type=_at_least(1), default=STREAM_THREADS,
+                    help=f"torch CPU threads (default {STREAM_THREADS}: a hop is too small for more to help)")
     st.add_argument("--checkpoint", default="best")
     st.add_argument("--device", default=None)
     st.set_defaults(func=_cmd_stream)
