@@ -278,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("summary", help="layer table: output shapes and parameter counts")
     s.add_argument("target", help="a recipe YAML or a registered model name")
     s.add_argument("overrides", nargs="*", help="dotted overrides for a recipe")
-    s.add_argument("--input-shape", default="1,1,64,101", help="for a model name: batch,channels,height,width")
+    s.add_argument("--input-shape", default=None, help="for a model name: batch,channels,height,width (2-D models) or "
+                                                        "batch,channels,time (1-D); default: the model's example")
     s.add_argument("--num-classes", type=_at_least(0), default=0)
     s.add_argument("--batch-size", type=_at_least(1), default=1)
     s.add_argument("--depth", type=_at_least(1), default=3, help="nesting depth of the table")

@@ -11,6 +11,7 @@ from audiocnn.config import load_config
 from audiocnn.core.errors import ConfigError
 from audiocnn.data import DATASETS
 from audiocnn.models import create_model, list_models
+from audiocnn.models.registry import input_spec
 from audiocnn.models.released import RELEASED
 from audiocnn.models.summary import format_summary, model_summary
 from audiocnn.modalities import modality_of
@@ -19,7 +20,7 @@ from audiocnn.tasks import get_task
 __all__ = ["summary"]
 
 
-def summary(target: str, overrides: list[str] | None = None, *, input_shape: str = "1,1,64,101", num_classes: int = 0,
+def summary(target: str, overrides: list[str] | None = None, *, input_shape: str | None = None, num_classes: int = 0,
             batch_size: int = 1, depth: int = 3) -> str:
     """The layer table of a recipe's classifier (front-end included) or of a registered model.
 
@@ -39,12 +40,27 @@ def summary(target: str, overrides: list[str] | None = None, *, input_shape: str
         if target not in list_models():
             raise ConfigError(f"{target!r} is neither a recipe file nor a registered model; models: "
                               f"{', '.join(list_models())}")
-        try:
-            shape = tuple(int(s) for s in input_shape.split(","))
-        except ValueError:
-            raise ConfigError(f"--input-shape {input_shape!r}: give batch,channels,height,width as integers") from None
+        spec = input_spec(target)
+        if input_shape is None:  # the model's declared example input
+            shape = spec.example_shape
+        else:
+            try:
+                shape = tuple(int(s) for s in input_shape.split(","))
+            except ValueError:
+                raise ConfigError(f"--input-shape {input_shape!r}: give integers, batch,channels,"
+                                  f"{'height,width' if spec.dims == 2 else 'time'}") from None
+        if len(shape) != spec.dims + 2 and input_shape is not None:
+            raise ConfigError(f"--input-shape {input_shape!r}: {target} takes {spec.dims + 2} numbers (batch,channels,"
+                              f"{'height,width' if spec.dims == 2 else 'time'}), e.g. "
+                              f"{','.join(map(str, spec.example_shape))}")
         default = RELEASED.get(target).num_classes if target in RELEASED else 10  # a released model: its outputs
         model = create_model(target, num_classes=num_classes or default, in_chans=shape[1])
         example = torch.zeros(*shape)
         title = f"{target}: input {'x'.join(map(str, shape))}"
+        if input_shape is not None:  # a shape the user chose may not fit the network: say so in one line
+            try:
+                return format_summary(model_summary(model, example, max_depth=depth), title=title)
+            except (RuntimeError, ValueError) as e:
+                raise ConfigError(f"--input-shape {input_shape}: {target} cannot take it ({str(e).splitlines()[0]}); "
+                                  f"its example input is {','.join(map(str, spec.example_shape))}") from None
     return format_summary(model_summary(model, example, max_depth=depth), title=title)

@@ -75,6 +75,26 @@ def test_summary_recipe_and_model(capsys):
     assert "1,175,210" in out  # hand-counted in test_models
 
 
+@pytest.mark.parametrize("name", ["tcn", "wavenet", "crepe_tiny", "crepe_full", "panns_cnn6", "panns_cnn10",
+                                  "panns_cnn14", "panns_cnn14_16k", "efficientat_mn04", "efficientat_mn10",
+                                  "efficientat_mn40"])
+def test_summary_of_a_model_name_uses_its_declared_example_input(name, capsys):
+    # 1-D models used to get the 2-D default (1,1,64,101) and end in a traceback
+    assert main(["summary", name]) == 0
+    out = capsys.readouterr().out
+    want = {"tcn": "1x64x101", "wavenet": "1x64x101", "crepe_tiny": "1x1x16000", "crepe_full": "1x1x16000"}
+    assert f"input {want.get(name, '1x1x64x101')}" in out and "total params" in out
+
+
+def test_summary_input_shape_that_does_not_fit_is_one_line(capsys):
+    assert main(["summary", "tcn", "--input-shape", "1,1,64,101"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "tcn takes 3 numbers" in err and "1,64,101" in err
+    assert main(["summary", "cnn_small", "--input-shape", "1,1,2,2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "cnn_small cannot take it" in err
+
+
 def test_bad_override_exits_2_with_suggestion(capsys):
     assert main(["train", RECIPE, "optim.lrr=1"]) == 2
     err = capsys.readouterr().err

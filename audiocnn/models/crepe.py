@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from audiocnn.core.errors import ModelError, NotFoundError, UnknownNameError
-from audiocnn.features.crepe_input import FRAME_LENGTH, HOP_LENGTH, CrepeFrames
+from audiocnn.features.crepe_input import FRAME_LENGTH, HOP_LENGTH, SAMPLE_RATE, CrepeFrames
 from audiocnn.models.backbone import ConvNet, Stage
 from audiocnn.models.blocks import BLOCKS, conv_nd, get_act, get_norm
 from audiocnn.models.pretrained import register_weights
@@ -128,7 +128,7 @@ class Crepe(ConvNet):
         return self.head(self.pool_norm(x.mean(1)), pre_logits=pre_logits)
 
 
-@register_model(dims=1, input_size=False)
+@register_model(dims=1, input_size=False, example=(1, 1, SAMPLE_RATE))
 def crepe_full(*, num_classes: int = PITCH_BINS, in_chans: int = 1, hop_length: int = HOP_LENGTH, center: bool = True,
                drop_rate: float = 0.0, pool_norm: bool = False) -> Crepe:
     """CREPE full: 1024-128-128-128-256-512 channels, 22,239,976 parameters with the pitch head."""
@@ -136,7 +136,7 @@ def crepe_full(*, num_classes: int = PITCH_BINS, in_chans: int = 1, hop_length: 
                  center=center, drop_rate=drop_rate, pool_norm=pool_norm)
 
 
-@register_model(dims=1, input_size=False)
+@register_model(dims=1, input_size=False, example=(1, 1, SAMPLE_RATE))
 def crepe_tiny(*, num_classes: int = PITCH_BINS, in_chans: int = 1, hop_length: int = HOP_LENGTH, center: bool = True,
                drop_rate: float = 0.0, pool_norm: bool = False) -> Crepe:
     """CREPE tiny: 128-16-16-16-32-64 channels, 486,552 parameters with the pitch head."""

@@ -29,10 +29,19 @@ class InputSpec:
     Attributes:
         dims: 2 for ``(batch, in_chans, height, width)`` (spectrograms as images), 1 for ``(batch, channels, time)``.
         input_size: whether it takes ``input_size=(in_chans, *spatial)`` (flatten heads infer their width from it).
+        example: a typical input shape ``(batch, in_chans, *spatial)`` (``audiocnn summary MODEL`` without
+            ``--input-shape``); default ``(1, 1, 64, 101)`` for 2-D models (64 mel bands, 101 frames), ``(1, 64, 101)``
+            for 1-D ones (64 feature channels over 101 frames).
     """
 
     dims: int = 2
     input_size: bool = True
+    example: tuple[int, ...] | None = None
+
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        """:attr:`example`, or the default for the model's rank."""
+        return self.example or ((1, 1, 64, 101) if self.dims == 2 else (1, 64, 101))
 
     def rank(self, args: dict) -> int:
         """The rank with a recipe's ``model.args``: a model built with ``dims`` given runs at that rank."""
@@ -42,7 +51,8 @@ class InputSpec:
 _INPUTS: dict[str, InputSpec] = {}
 
 
-def register_model(fn: Callable[..., nn.Module] | None = None, *, dims: int = 2, input_size: bool = True):
+def register_model(fn: Callable[..., nn.Module] | None = None, *, dims: int = 2, input_size: bool = True,
+                   example: tuple[int, ...] | None = None):
     """Register a model factory under its function name, with its input contract.
 
     Example:
@@ -52,7 +62,7 @@ def register_model(fn: Callable[..., nn.Module] | None = None, *, dims: int = 2,
 
     def deco(f: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         MODELS.register(f.__name__)(f)
-        _INPUTS[f.__name__] = InputSpec(dims=dims, input_size=input_size)
+        _INPUTS[f.__name__] = InputSpec(dims=dims, input_size=input_size, example=example)
         return f
 
     return deco(fn) if fn is not None else deco
