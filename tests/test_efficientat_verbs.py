@@ -7,6 +7,7 @@ fed by :class:`EfficientATMel` (itself checked against NumPy there).
 """
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ from zoo_support import fill
 one_thread = zoo_support.one_thread  # autouse: one thread for tiny forwards
 
 WIDTH = 0.4  # efficientat_mn04
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def official_file(tmp_path, seed=1):
@@ -143,3 +145,14 @@ def test_recipe_fine_tunes_from_official_weights(tmp_path):
     wrong = load_config(recipe, ["frontend.n_mels=64"])
     with pytest.raises(ConfigError, match=r"frontend.n_mels=64 \(needs 128\)"):
         check_recipe(wrong)
+
+
+def test_show_draws_the_models_input_panel():
+    from audiocnn.plots import signal_figure
+
+    cfg = load_config(ROOT / "recipes" / "esc10_efficientat.yaml")
+    wave = (0.1 * torch.randn(16000, generator=torch.Generator().manual_seed(4))).numpy()
+    _, arrays = signal_figure(wave, 32000, cfg.frontend)
+    assert set(arrays) == {"waveform", "stft", "mel", "mfcc", "efficientat_mel"}
+    np.testing.assert_allclose(arrays["efficientat_mel"], EfficientATMel()(torch.from_numpy(wave)[None])[0].numpy(),
+                               rtol=0, atol=1e-6)
