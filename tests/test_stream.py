@@ -384,6 +384,20 @@ def test_readable_lines_and_resampled_stdin(env, capsys, monkeypatch):
     assert len(out) == 5 and out[0]  # 0.5, 0.75, 1.0, 1.25 s, and 1.5 s zero-padded past the end.split()[:2] == ["0.50", "s"] and out[0].count("%") == 3
 
 
+def test_threads_flag_sets_torch_threads_for_the_stream(env, capsys):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert main(["stream", str(env["run"]), str(env["wav"]), "--json"]) == 0
+        assert torch.get_num_threads() == 1  # the default: a hop is too small for a second thread
+        torch.set_num_threads(1)
+        assert main(["stream", str(env["run"]), str(env["wav"]), "--json", "--threads", "2"]) == 0
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    capsys.readouterr()
+
+
 def _arg(a, env):
     return a.format(run=env["run"], wav=env["wav"], tmp=env["tmp"])
 

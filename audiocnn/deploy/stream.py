@@ -476,17 +476,27 @@ def _line(hop: Hop, labels: list[str], task: str, top_k: int, as_json: bool) -> 
     return f"{hop.time:9.2f} s  " + " | ".join(f"{k} {v:.4f}" for k, v in entry["values"].items())
 
 
+STREAM_THREADS = 1
+"""torch CPU threads ``run_stream`` uses unless told otherwise (see its docstring for the measurement)."""
+
+
 def run_stream(run_dir: str | Path, source: str | None, *, mic: bool = False, raw: bool = False,
                sample_rate: int | None = None, dtype: str | None = None, hop: float = DEFAULT_HOP, top_k: int = 3,
                as_json: bool = False, recompute: bool = False, checkpoint: str = "best", device: str | None = None,
-               out: TextIO | None = None, err: TextIO | None = None) -> dict:
+               threads: int | None = STREAM_THREADS, out: TextIO | None = None, err: TextIO | None = None) -> dict:
     """Stream ``source`` through a run: a line per hop on ``out`` (JSON lines with ``as_json``:
     ``{"time": t_end_s, "top": [[label, p], ...]}``), and at the end the latency summary on ``err``.
+
+    ``threads``: torch's CPU threads for the stream (``None`` leaves torch's setting). A hop is a few small
+    operations, where a second thread mostly waits for a core: ``benchmarks/stream.py`` measured digits_tcn at
+    2.6 ms a hop with 1 thread and 191 ms with 2 on a loaded 2-core machine, hence the default 1.
 
     Returns:
         :meth:`Streamer.summary`. Ctrl-C ends the stream (the microphone's way to stop) with its summary.
     """
     out, err = out or sys.stdout, err or sys.stderr
+    if threads is not None:
+        torch.set_num_threads(threads)
     streamer, labels = open_streamer(run_dir, hop=hop, recompute=recompute, checkpoint=checkpoint, device=device)
     blocks = _source(source, mic=mic, raw=raw, raw_rate=sample_rate, raw_dtype=dtype,
                      sample_rate=streamer.sample_rate, hop_s=streamer.hop / streamer.sample_rate,

