@@ -33,11 +33,13 @@ __all__ = [
 ]
 
 SIGNAL_PANELS = ("waveform", "stft", "mel", "mfcc")
-"""Panels of :func:`signal_figure`, top to bottom (a ``cqt`` recipe adds its own panel last)."""
-_PANEL_KIND = {"stft": "stft", "mel": "logmel", "mfcc": "mfcc", "cqt": "cqt"}
+"""Panels of :func:`signal_figure`, top to bottom (a ``cqt`` or ``efficientat_mel`` recipe adds its own panel last)."""
+_OWN_PANEL = ("cqt", "efficientat_mel")
+_PANEL_KIND = {"stft": "stft", "mel": "logmel", "mfcc": "mfcc", "cqt": "cqt", "efficientat_mel": "efficientat_mel"}
 _PANEL_TITLE = {"waveform": "waveform", "stft": "spectrogram (STFT)", "mel": "mel spectrogram",
-                "mfcc": "MFCCs", "cqt": "constant-Q transform"}
-_MODEL_PANEL = {"waveform": "waveform", "stft": "stft", "mel": "mel", "logmel": "mel", "mfcc": "mfcc", "cqt": "cqt"}
+                "mfcc": "MFCCs", "cqt": "constant-Q transform", "efficientat_mel": "EfficientAT mel"}
+_MODEL_PANEL = {"waveform": "waveform", "stft": "stft", "mel": "mel", "logmel": "mel", "mfcc": "mfcc", "cqt": "cqt",
+                "efficientat_mel": "efficientat_mel"}
 """Which panel shows what the model gets, by ``frontend.kind``."""
 _DB_PER_NEPER = 10.0 / math.log(10.0)
 
@@ -129,6 +131,8 @@ def display_db(features: np.ndarray, cfg: FrontendSettings) -> tuple[np.ndarray,
         return (features, "dB") if cfg.log == "db" else (features * _DB_PER_NEPER, "dB")
     if cfg.kind in ("stft", "mel"):
         return (20.0 / cfg.power) * np.log10(np.maximum(features, cfg.amin)), "dB"
+    if cfg.kind == "efficientat_mel":
+        return features, "(ln mel + 4.5) / 5"
     return features, ""
 
 
@@ -146,7 +150,7 @@ def feature_panel(ax, features: np.ndarray, cfg: FrontendSettings, sample_rate: 
     kw: dict[str, Any] = dict(x_axis="s", sr=sample_rate, hop_length=cfg.hop_length, ax=ax, cmap="magma")
     if cfg.kind == "stft":
         kw.update(y_axis="linear", n_fft=cfg.n_fft)
-    elif cfg.kind in ("mel", "logmel"):
+    elif cfg.kind in ("mel", "logmel", "efficientat_mel"):
         kw.update(y_axis="mel", fmin=f_min, fmax=f_max, htk=cfg.mel_scale == "htk")
     elif cfg.kind == "cqt":
         kw.update(y_axis="cqt_hz", fmin=f_min, bins_per_octave=cfg.bins_per_octave)
@@ -174,7 +178,7 @@ def signal_figure(wave: np.ndarray, sample_rate: int, cfg: FrontendSettings, *,
     """Waveform, STFT spectrogram, mel spectrogram and MFCCs of one wave, as ``cfg`` computes them.
 
     Each spectral panel comes from :func:`~audiocnn.features.build_frontend` with the recipe's settings
-    and ``kind`` set to ``stft``, ``logmel`` or ``mfcc`` (a ``cqt`` recipe adds a CQT panel); the panel
+    and ``kind`` set to ``stft``, ``logmel`` or ``mfcc`` (a ``cqt`` or ``efficientat_mel`` recipe adds its own panel); the panel
     the model gets is marked. Shapes: wave ``(time,)``; ``arrays[name]`` is the front-end output
     ``(n_features, frames)`` (``arrays["waveform"]``: ``(time,)``).
 
@@ -182,11 +186,13 @@ def signal_figure(wave: np.ndarray, sample_rate: int, cfg: FrontendSettings, *,
         The figure and the arrays it draws (before :func:`display_db`), by panel name.
     """
     wave = np.asarray(wave, dtype=np.float32).reshape(-1)
-    names = list(SIGNAL_PANELS) + (["cqt"] if cfg.kind == "cqt" else [])
+    names = list(SIGNAL_PANELS) + ([cfg.kind] if cfg.kind in _OWN_PANEL else [])
     arrays: dict[str, np.ndarray] = {"waveform": wave}
     frontends = {}
     for name in names[1:]:
-        panel_cfg = dataclasses.replace(cfg, kind=_PANEL_KIND[name])
+        # pre-emphasis is efficientat_mel's own; the other panels show the plain spectrum
+        panel_cfg = dataclasses.replace(cfg, kind=_PANEL_KIND[name],
+                                        preemphasis=cfg.preemphasis if name == "efficientat_mel" else 0.0)
         if name != "cqt" and cfg.kind == "cqt":
             panel_cfg.f_min = 0.0  # a CQT recipe's f_min is the lowest note, not a mel band edge
         frontends[name] = FrontendSettings.of(panel_cfg).build(sample_rate)

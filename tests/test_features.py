@@ -260,11 +260,16 @@ def test_num_frames_of_cqt_and_waveform():
 
 
 ALL_KINDS = [(k, b) for k in ("stft", "mel", "logmel", "mfcc") for b in ("torch", "nnaudio", "librosa")] + [
-    ("cqt", "nnaudio"), ("waveform", "torch")]
+    ("cqt", "nnaudio"), ("waveform", "torch"), ("efficientat_mel", "torch")]
+# what efficientat_mel computes, as its settings must state (EFFICIENTAT_FIXED in frontends.py)
+EFFICIENTAT = dict(window="hann", center=True, pad_mode="reflect", power=2.0, norm=None, mel_scale="htk", log="log",
+                   log_offset=1e-5, preemphasis=0.97)
 
 
 def _small(kind: str, backend: str) -> FrontendConfig:
-    return FrontendConfig(kind=kind, backend=backend, n_fft=256, hop_length=64, n_mels=32, n_mfcc=13, n_bins=48)
+    more = EFFICIENTAT if kind == "efficientat_mel" else {}
+    return FrontendConfig(kind=kind, backend=backend, n_fft=256, hop_length=64, n_mels=32, n_mfcc=13, n_bins=48,
+                          **more)
 
 
 @pytest.mark.parametrize("kind,backend", ALL_KINDS)
@@ -283,7 +288,8 @@ def test_state_dict_holds_no_kernels_and_module_moves(kind, backend):
     fe.load_state_dict({})  # strict load of an empty dict works
 
 
-@pytest.mark.parametrize("kind,backend", [("logmel", "torch"), ("logmel", "nnaudio"), ("mfcc", "torch"), ("cqt", "nnaudio")])
+@pytest.mark.parametrize("kind,backend", [("logmel", "torch"), ("logmel", "nnaudio"), ("mfcc", "torch"), ("cqt", "nnaudio"),
+                                          ("efficientat_mel", "torch")])
 def test_float32_under_bf16_autocast(kind, backend):
     fe = FrontendSettings.of(_small(kind, backend)).build(8000)
     x = torch.from_numpy(np.stack([_signal(8000, 2000, s) for s in range(2)]))

@@ -167,9 +167,10 @@ class _ClassifierEmbedder(Embedder):
 
 class ReleasedEmbedder(_ClassifierEmbedder):
     """A released model (``panns_cnn14`` ...; :mod:`audiocnn.models.released`) with its own front-end: windows of
-    its ``embed_window_s`` (PANNs: 1 s) every ``embed_hop_s`` (0.5 s) -> the layer before its head (PANNs:
-    ``fc1`` after ReLU, 2048-d for CNN14, 512-d for CNN6/CNN10). Frame embeddings are the windows' vectors,
-    the clip embedding their pool (``--pool``).
+    its ``embed_window_s`` (PANNs: 1 s) every ``embed_hop_s`` (0.5 s) -> its ``embedding``: the layer before its head
+    (PANNs: ``fc1`` after ReLU, 2048-d for CNN14, 512-d for CNN6/CNN10) or the pooled last feature map (EfficientAT:
+    384, 960, 3840 for mn04, mn10, mn40). Frame embeddings are the windows' vectors, the clip embedding their pool
+    (``--pool``).
 
     Args:
         name: the released model.
@@ -187,7 +188,14 @@ class ReleasedEmbedder(_ClassifierEmbedder):
         self.hop = max(1, int(round(entry.embed_hop_s * entry.sample_rate)))
         self.pad_short = pad_short
         self.dim = entry.embedding_dim
+        self.pooled = entry.embedding == "pooled"
         self._sources = {"weights": _file_id(weights)}
+
+    def _forward(self, windows: torch.Tensor) -> torch.Tensor:
+        if not self.pooled:
+            return super()._forward(windows)
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self._bf16_ready):
+            return self.model.network.head.pool(self.model.forward_features(windows)).float()
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), **self._sources}

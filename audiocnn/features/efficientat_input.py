@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from audiocnn.core.errors import ConfigError
-from audiocnn.features.frontends import FixedKernels, exact_float32
+from audiocnn.features.kernels import FixedKernels, exact_float32
 
 __all__ = ["EfficientATMel", "kaldi_mel_banks"]
 

@@ -12,8 +12,9 @@ One :class:`Frontend` per backend, all built by :func:`build_frontend` from type
 
 Kinds (``frontend.kind``): ``stft`` (``|X|**power``), ``mel`` (mel of ``|X|**power``), ``logmel``
 (mel, then ``frontend.log``), ``mfcc`` (mel in dB, then DCT-II ortho, like ``librosa.feature.mfcc``),
-``cqt`` (nnAudio ``CQT1992v2``, ``|C|**power``, then ``frontend.log``) and ``waveform`` (identity,
-``(batch, 1, time)``, for 1-D models).
+``cqt`` (nnAudio ``CQT1992v2``, ``|C|**power``, then ``frontend.log``), ``waveform`` (identity,
+``(batch, 1, time)``, for 1-D models) and ``efficientat_mel`` (EfficientAT's input: pre-emphasis, Kaldi mel banks,
+``(ln(mel + log_offset) + 4.5) / 5``; :class:`~audiocnn.features.efficientat_input.EfficientATMel`).
 
 Example:
     >>> fe = build_frontend(kind="logmel", n_mels=64, sample_rate=16000)
@@ -24,11 +25,10 @@ Example:
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import typing
 from dataclasses import dataclass
-from typing import Iterator, Literal, Optional
+from typing import Literal, Optional
 
 import numpy as np
 import scipy.signal
@@ -36,11 +36,13 @@ import torch
 from torch import Tensor, nn
 
 from audiocnn.core.errors import ConfigError
+from audiocnn.features.efficientat_input import EfficientATMel
+from audiocnn.features.kernels import FixedKernels, exact_float32
 
 
-__all__ = ["BACKENDS", "FixedKernels", "Frontend", "FrontendSettings", "KINDS", "build_frontend"]
+__all__ = ["BACKENDS", "FixedKernels", "Frontend", "FrontendSettings", "KINDS", "build_frontend", "exact_float32"]
 
-KINDS = ("stft", "mel", "logmel", "mfcc", "cqt", "waveform")
+KINDS = ("stft", "mel", "logmel", "mfcc", "cqt", "waveform", "efficientat_mel")
 """The audio front-end kinds: the one list (``frontend.kind``; an image run's ``image`` is its modality's own)."""
 Backend = Literal["torch", "nnaudio", "librosa", "torchaudio"]
 BACKENDS = typing.get_args(Backend)
@@ -48,6 +50,9 @@ BACKENDS = typing.get_args(Backend)
 PAD_MODES = ("constant", "reflect", "replicate", "circular")
 _NUMPY_PAD = {"constant": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
 _MEL_KINDS = ("mel", "logmel", "mfcc")
+EFFICIENTAT_FIXED = {"window": "hann", "center": True, "pad_mode": "reflect", "power": 2.0, "norm": None,
+                     "mel_scale": "htk", "log": "log"}
+"""What ``kind: efficientat_mel`` computes with whatever the settings say: they must say exactly this."""
 C1_HZ = 32.70319566257483
 """Lowest CQT bin when ``frontend.f_min`` is 0 (librosa's default, the note C1)."""
 
@@ -85,6 +90,8 @@ class FrontendSettings:
     n_bins: int = 84
     """CQT: number of bins."""
     bins_per_octave: int = 12
+    preemphasis: float = 0.0
+    """``efficientat_mel`` only: the coefficient ``c`` of ``x[n + 1] - c x[n]`` (EfficientAT: 0.97); 0 elsewhere."""
 
     @classmethod
     def of(cls, obj) -> "FrontendSettings":
@@ -113,32 +120,6 @@ def _non_persistent(module: nn.Module) -> nn.Module:
             delattr(sub, name)
             sub.register_buffer(name, buf, persistent=False)
     return module
-
-
-@contextlib.contextmanager
-def exact_float32(device: torch.device) -> Iterator[None]:
-    """Turn TF32 off for the front-end on CUDA.
-
-    cuDNN convolutions (nnAudio's STFT and CQT) default to TF32 on Ampere and later GPUs, and
-    ``torch.set_float32_matmul_precision("high")`` does the same for the mel matmul: a 10-bit
-    mantissa, about 1e-3 relative error, i.e. 0.005 dB on loud bins and far more on quiet ones.
-    """
-    if device.type != "cuda":
-        yield
-        return
-    flags = [(torch.backends.cudnn, "allow_tf32"), (torch.backends.cuda.matmul, "allow_tf32")]
-    try:
-        saved = [getattr(mod, name) for mod, name in flags]
-    except RuntimeError:  # TF32 was set through the newer fp32_precision API: leave it alone
-        yield
-        return
-    for mod, name in flags:
-        setattr(mod, name, False)
-    try:
-        yield
-    finally:
-        for (mod, name), value in zip(flags, saved):
-            setattr(mod, name, value)
 
 
 def _power_to_db(S: Tensor, *, amin: float, top_db: Optional[float]) -> Tensor:
@@ -177,18 +158,6 @@ def _check(ok: bool, message: str) -> None:
 # Base class
 
 
-class FixedKernels(nn.Module):
-    """A module whose buffers (windows, filterbanks) keep their dtype when the enclosing model is cast:
-    ``model.half()`` / ``model.to(torch.bfloat16)`` moves them to the new device only."""
-
-    def _apply(self, fn, recurse=True):
-        def keep_dtype(t: Tensor) -> Tensor:
-            out = fn(t)
-            return out if out.dtype == t.dtype else t.to(device=out.device)
-
-        return super()._apply(keep_dtype, recurse)
-
-
 class Frontend(FixedKernels):
     """Waveform ``(batch, time)`` -> features ``(batch, n_features, frames)``, float32.
 
@@ -207,7 +176,7 @@ class Frontend(FixedKernels):
         self.f_min = float(cfg.f_min) if cfg.kind != "cqt" or cfg.f_min > 0 else C1_HZ
         self.n_features = {
             "stft": cfg.n_fft // 2 + 1, "mel": cfg.n_mels, "logmel": cfg.n_mels,
-            "mfcc": cfg.n_mfcc, "cqt": cfg.n_bins, "waveform": 1,
+            "mfcc": cfg.n_mfcc, "cqt": cfg.n_bins, "waveform": 1, "efficientat_mel": cfg.n_mels,
         }[cfg.kind]
         # samples under one frame; centring pads frame_length // 2 on each side
         self.frame_length = cfg.n_fft
@@ -278,6 +247,29 @@ class WaveformFrontend(Frontend):
 
     def _features(self, x: Tensor) -> Tensor:
         return x.unsqueeze(1)
+
+
+class EfficientATFrontend(Frontend):
+    """``kind: efficientat_mel``: :class:`~audiocnn.features.efficientat_input.EfficientATMel` with these settings.
+
+    It computes with fixed choices, which the settings must state (:func:`_validate` checks them,
+    :data:`EFFICIENTAT_FIXED`): a Hann window (symmetric, as the reference's ``torch.hann_window(periodic=False)``),
+    centred reflect-padded frames, power 2, mel banks on the HTK/Kaldi scale ``1127 ln(1 + f / 700)`` without
+    normalisation (triangles linear in mel, Kaldi's), natural log of ``mel + log_offset``. ``f_max: null`` is
+    Nyquist, as for the other kinds (the released models: 15,000 Hz at 32 kHz). Frames: ``1 + (time - 1) // hop``.
+    """
+
+    def __init__(self, cfg: FrontendSettings, sample_rate: int) -> None:
+        super().__init__(cfg, sample_rate)
+        self.mel = EfficientATMel(sample_rate=self.sample_rate, n_fft=cfg.n_fft, win_length=self.win_length,
+                                  hop_length=cfg.hop_length, n_mels=cfg.n_mels, f_min=self.f_min, f_max=self.f_max,
+                                  preemphasis=cfg.preemphasis, log_offset=cfg.log_offset)
+
+    def num_frames(self, num_samples: int) -> int:
+        return self.mel.num_frames(num_samples)
+
+    def _features(self, x: Tensor) -> Tensor:
+        return self.mel(x)
 
 
 def _mel_bands(fb: np.ndarray, group: int) -> list[tuple[int, int, int, int]]:
@@ -469,7 +461,7 @@ _BACKEND_CLASSES = {
     "torch": TorchFrontend, "nnaudio": NnAudioFrontend,
     "librosa": LibrosaFrontend, "torchaudio": TorchaudioFrontend,
 }
-_KIND_BACKENDS = {"cqt": ("nnaudio",)}
+_KIND_BACKENDS = {"cqt": ("nnaudio",), "efficientat_mel": ("torch",)}
 """Kinds that only some backends compute (all others: every backend)."""
 
 
@@ -495,6 +487,16 @@ def _validate(cfg: FrontendSettings, sample_rate: int) -> None:
                f"frontend.pad_mode={cfg.pad_mode} is not available with frontend.backend=nnaudio; "
                f"use constant or reflect")
     _check(cfg.power > 0, f"frontend.power must be positive, got {cfg.power}")
+    _check(cfg.preemphasis == 0 or cfg.kind == "efficientat_mel",
+           f"frontend.preemphasis={cfg.preemphasis} applies to kind efficientat_mel only; set it to 0")
+    if cfg.kind == "efficientat_mel":
+        wrong = [f"frontend.{k}={v!r}" for k, v in EFFICIENTAT_FIXED.items() if getattr(cfg, k) != v]
+        _check(not wrong, f"frontend.kind=efficientat_mel computes with fixed settings; set {', '.join(wrong)} "
+                          f"(null for None)")
+        _check(0 <= cfg.preemphasis < 1, f"frontend.preemphasis must be in [0, 1), got {cfg.preemphasis}")
+        _check(cfg.n_fft % 2 == 0 and cfg.n_mels >= 4,
+               f"frontend.kind=efficientat_mel needs an even n_fft and n_mels >= 4, got n_fft={cfg.n_fft}, "
+               f"n_mels={cfg.n_mels}")
     try:  # every backend but torchaudio takes scipy's window names
         scipy.signal.get_window(cfg.window, 16, fftbins=True)
     except ValueError as e:
@@ -513,7 +515,7 @@ def _validate(cfg: FrontendSettings, sample_rate: int) -> None:
     _check(cfg.n_fft >= 2, f"frontend.n_fft must be >= 2, got {cfg.n_fft}")
     win = cfg.win_length or cfg.n_fft
     _check(1 <= win <= cfg.n_fft, f"frontend.win_length={cfg.win_length} must be between 1 and n_fft={cfg.n_fft}")
-    if cfg.kind in _MEL_KINDS:
+    if cfg.kind in (*_MEL_KINDS, "efficientat_mel"):
         f_max = cfg.f_max if cfg.f_max is not None else nyquist
         _check(0 <= cfg.f_min < f_max <= nyquist,
                f"need 0 <= frontend.f_min < frontend.f_max <= {nyquist:g} (sample_rate/2), "
@@ -532,13 +534,14 @@ def build_frontend(*, sample_rate: int, kind: str = "logmel", backend: Backend =
                    f_max: Optional[float] = None, norm: Optional[str] = "slaney",
                    mel_scale: Literal["slaney", "htk"] = "slaney", log: Literal["db", "log"] = "db",
                    amin: float = 1e-10, log_offset: float = 1e-6, top_db: Optional[float] = None, n_mfcc: int = 20,
-                   n_bins: int = 84, bins_per_octave: int = 12) -> Frontend:
+                   n_bins: int = 84, bins_per_octave: int = 12, preemphasis: float = 0.0) -> Frontend:
     """Build a front-end module; the arguments are :class:`FrontendSettings`' fields (torchaudio's names).
 
     Args:
         sample_rate: sample rate of the waves it will see (``data.sample_rate``).
         kind: one of :data:`KINDS`; the other arguments as in ``torchaudio.transforms.MelSpectrogram``,
-            ``librosa.feature.mfcc`` and ``nnAudio``'s ``CQT1992v2`` (``n_bins``, ``bins_per_octave``).
+            ``librosa.feature.mfcc`` and ``nnAudio``'s ``CQT1992v2`` (``n_bins``, ``bins_per_octave``);
+            ``preemphasis`` for ``efficientat_mel`` only.
 
     Returns:
         A :class:`Frontend`: ``(batch, time) -> (batch, n_features, frames)``, float32.
@@ -556,8 +559,10 @@ def build_frontend(*, sample_rate: int, kind: str = "logmel", backend: Backend =
         kind=kind, backend=backend, n_fft=n_fft, win_length=win_length, hop_length=hop_length, window=window,
         center=center, pad_mode=pad_mode, power=power, n_mels=n_mels, f_min=f_min, f_max=f_max, norm=norm,
         mel_scale=mel_scale, log=log, amin=amin, log_offset=log_offset, top_db=top_db, n_mfcc=n_mfcc, n_bins=n_bins,
-        bins_per_octave=bins_per_octave)
+        bins_per_octave=bins_per_octave, preemphasis=preemphasis)
     _validate(settings, sample_rate)
     if kind == "waveform":
         return WaveformFrontend(settings, sample_rate)
+    if kind == "efficientat_mel":
+        return EfficientATFrontend(settings, sample_rate)
     return _BACKEND_CLASSES[backend](settings, sample_rate)

@@ -33,12 +33,15 @@ from functools import partial
 import torch
 from torch import nn
 
+from audiocnn.features import efficientat_input as ref
+from audiocnn.features.frontends import FrontendSettings
 from audiocnn.models.backbone import ConvNet
 from audiocnn.models.blocks import InvertedResidual, make_divisible
 from audiocnn.models.mobilenet_v3 import LAST_CONV_EXPANSION, MOBILENET_V3_LARGE, mobilenet_v3_large_stages
 from audiocnn.models.registry import register_model
+from audiocnn.models.released import Released, register_released
 
-__all__ = ["EFFICIENTAT_MODELS", "NUM_CLASSES", "WIDTHS", "describe_reference_file", "efficientat_mn04",
+__all__ = ["EFFICIENTAT_32K", "EFFICIENTAT_MODELS", "NUM_CLASSES", "WIDTHS", "describe_reference_file", "efficientat_mn04",
            "efficientat_mn10", "efficientat_mn40", "efficientat_pairs", "reference_embedding", "reference_tensor"]
 
 NUM_CLASSES = 527
@@ -145,3 +148,29 @@ def describe_reference_file(state_dict: dict[str, torch.Tensor]) -> str:
     head = state_dict.get("classifier.5.weight")
     classes = f", {head.shape[0]} classes" if head is not None else ""
     return f"it looks like EfficientAT {name} (width_mult={w}{classes}): {model}"
+
+
+# --- released rows ------------------------------------------------------------------------------------------------
+
+EFFICIENTAT_32K = FrontendSettings(
+    kind="efficientat_mel", backend="torch", n_fft=ref.N_FFT, win_length=ref.WIN_LENGTH, hop_length=ref.HOP_LENGTH,
+    window="hann", center=True, pad_mode="reflect", power=2.0, n_mels=ref.N_MELS, f_min=0.0,
+    f_max=ref.SAMPLE_RATE / 2 - ref.F_MAX_MARGIN, norm=None, mel_scale="htk", log="log", log_offset=ref.LOG_OFFSET,
+    preemphasis=ref.PREEMPHASIS)
+"""The released models' front-end as settings (``frontend.kind: efficientat_mel``): 32 kHz, n_fft 1024, an 800-sample
+window, hop 320, 128 Kaldi mel banks 0-15,000 Hz, pre-emphasis 0.97, ``(ln(mel + 1e-5) + 4.5) / 5``."""
+_SOURCE = "https://github.com/fschmid56/EfficientAT/releases"
+_WEIGHTS = {"efficientat_mn04": "mn04_as_mAP_432.pt", "efficientat_mn10": "mn10_as_mAP_471.pt",
+            "efficientat_mn40": "mn40_as_mAP_484.pt"}
+
+
+def _row(name: str) -> Released:
+    # embed/HEAR: the pooled last feature map, as the reference's own HEAR wrapper (384 / 960 / 3840)
+    return register_released(Released(
+        name=name, sample_rate=ref.SAMPLE_RATE, frontend=EFFICIENTAT_32K, num_classes=NUM_CLASSES,
+        embedding_dim=_last_conv_chans(WIDTHS[name]), labels="audioset", task="multilabel", clip_s=10.0,
+        embed_window_s=1.0, embed_hop_s=0.5, embedding="pooled", weights_file=_WEIGHTS[name], source=_SOURCE,
+        licence="MIT"))
+
+
+_ENTRIES = {name: _row(name) for name in _WEIGHTS}

@@ -9,9 +9,12 @@ A row of :data:`RELEASED` says everything the pretrained verbs need to run a rel
 - ``labels`` (a label file shipped in ``audiocnn/models/labels/``) and ``task`` (``multilabel``: sigmoid
   outputs, ``multiclass``: softmax);
 - ``clip_s``: the clip length the tagger was trained on (longer files are cut into such windows and the
-  outputs averaged); ``embed_window_s`` / ``embed_hop_s``: the windows ``embed`` and HEAR take.
+  outputs averaged); ``embed_window_s`` / ``embed_hop_s``: the windows ``embed`` and HEAR take;
+- ``embedding``: which vector ``embed`` and HEAR return, ``embedding_dim`` wide: ``pre_logits`` (the head's hidden
+  layer, PANNs' ``fc1``) or ``pooled`` (the globally pooled last feature map, as EfficientAT's own HEAR wrapper).
 
-A family file registers its rows with :func:`register_released` (``panns.py``: ``panns_cnn6`` ...).
+A family file registers its rows with :func:`register_released` (``panns.py``: ``panns_cnn6`` ...;
+``efficientat.py``: ``efficientat_mn04`` ...).
 
 Example:
     >>> r = released("panns_cnn14")
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
+from typing import Literal
 from functools import lru_cache
 from importlib import resources
 
@@ -62,6 +66,7 @@ class Released:
     clip_s: float = 10.0
     embed_window_s: float = 1.0
     embed_hop_s: float = 0.5
+    embedding: Literal["pre_logits", "pooled"] = "pre_logits"
     weights_file: str = ""
     """The name of the file users hold, e.g. ``Cnn14_mAP=0.431.pth``."""
     source: str = ""
