@@ -82,7 +82,8 @@ def test_summary_of_a_model_name_uses_its_declared_example_input(name, capsys):
     # 1-D models used to get the 2-D default (1,1,64,101) and end in a traceback
     assert main(["summary", name]) == 0
     out = capsys.readouterr().out
-    want = {"tcn": "1x64x101", "wavenet": "1x64x101", "crepe_tiny": "1x1x16000", "crepe_full": "1x1x16000"}
+    want = {"tcn": "1x64x101", "wavenet": "1x64x101", "crepe_tiny": "1x1x16000", "crepe_full": "1x1x16000",
+            **{f"efficientat_mn{w}": "1x1x128x101" for w in ("04", "10", "40")}}
     assert f"input {want.get(name, '1x1x64x101')}" in out and "total params" in out
 
 

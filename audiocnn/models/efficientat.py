@@ -61,7 +61,7 @@ def _efficientat(name: str, *, num_classes: int, in_chans: int, drop_rate: float
     return ConvNet(stages, stem=stem, **{**defaults, **kwargs})
 
 
-@register_model
+@register_model(example=(1, 1, 128, 101))  # 128 EfficientAT mel bands, ~1 s
 def efficientat_mn04(*, num_classes: int = NUM_CLASSES, in_chans: int = 1, drop_rate: float = 0.2,
                      **kwargs) -> ConvNet:
     """EfficientAT mn04: MobileNetV3-Large at width 0.4 (983,599 parameters with 527 classes; published 0.983 M)."""
@@ -69,7 +69,7 @@ def efficientat_mn04(*, num_classes: int = NUM_CLASSES, in_chans: int = 1, drop_
                         kwargs=kwargs)
 
 
-@register_model
+@register_model(example=(1, 1, 128, 101))  # 128 EfficientAT mel bands, ~1 s
 def efficientat_mn10(*, num_classes: int = NUM_CLASSES, in_chans: int = 1, drop_rate: float = 0.2,
                      **kwargs) -> ConvNet:
     """EfficientAT mn10: MobileNetV3-Large at width 1.0 (4,876,831 parameters with 527 classes; published 4.88 M)."""
@@ -77,7 +77,7 @@ def efficientat_mn10(*, num_classes: int = NUM_CLASSES, in_chans: int = 1, drop_
                         kwargs=kwargs)
 
 
-@register_model
+@register_model(example=(1, 1, 128, 101))  # 128 EfficientAT mel bands, ~1 s
 def efficientat_mn40(*, num_classes: int = NUM_CLASSES, in_chans: int = 1, drop_rate: float = 0.2,
                      **kwargs) -> ConvNet:
     """EfficientAT mn40: MobileNetV3-Large at width 4.0 (68,427,303 parameters with 527 classes; published
