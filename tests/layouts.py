@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from audiocnn.cli import main
+
 
 def tone(path: Path, cls: int, *, sr: int, seconds: float, seed: int, fmt: str | None = None) -> None:
     rng = np.random.default_rng(seed)
@@ -116,3 +118,15 @@ def images(root: Path, *, n_train: int = 8, n_val: int = 3, classes: tuple[str, 
 
 LAYOUTS = {"fsdd": fsdd, "esc10": esc10, "ravdess": ravdess, "gtzan": gtzan, "speech_commands": speech_commands,
            "mnist": mnist, "images": images}
+
+
+def quickstart_run(tmp: Path, *overrides: str, num_per_class: int = 10, epochs: int = 3) -> Path:
+    """A tiny run of ``recipes/quickstart.yaml`` (synthetic data, 3 classes, a width-8 cnn) trained in ``tmp``
+    through the command line; returns its run folder."""
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
+    code = main(["train", str(recipe), f"data.root={tmp / 'syn'}", f"data.cache_dir={tmp / 'cache'}",
+                 f"trainer.output_dir={tmp / 'runs'}", "data.num_classes=3", f"data.num_per_class={num_per_class}",
+                 f"trainer.epochs={epochs}", "model.args.width=8", "trainer.progress=never", *overrides])
+    assert code == 0
+    (run,) = (tmp / "runs" / "quickstart").iterdir()
+    return run

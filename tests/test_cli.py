@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from layouts import quickstart_run
 from audiocnn.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,13 +18,7 @@ RECIPE = str(ROOT / "recipes" / "quickstart.yaml")
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("cli")
-    code = main(["train", RECIPE, f"data.root={tmp / 'syn'}", f"data.cache_dir={tmp / 'cache'}",
-                 f"trainer.output_dir={tmp / 'runs'}", "data.num_classes=3", "data.num_per_class=10",
-                 "trainer.epochs=3", "model.args.width=8", "trainer.progress=never"])
-    assert code == 0
-    (run,) = (tmp / "runs" / "quickstart").iterdir()
-    return run
+    return quickstart_run(tmp_path_factory.mktemp("cli"))
 
 
 def test_evaluate_writes_artefacts(run_dir, capsys):

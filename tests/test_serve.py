@@ -31,11 +31,11 @@ httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
+from layouts import quickstart_run  # noqa: E402
 from audiocnn.cli import main  # noqa: E402
 from audiocnn.deploy.batching import MicroBatcher  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPE = str(ROOT / "recipes" / "quickstart.yaml")
 SR = 8000
 MAX_BODY = 1024 * 1024  # --max-body-mb 1
 BODY_TIMEOUT = 1.5
@@ -44,13 +44,7 @@ MAX_DURATION = 20
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("serve")
-    code = main(["train", RECIPE, f"data.root={tmp / 'syn'}", f"data.cache_dir={tmp / 'cache'}",
-                 f"trainer.output_dir={tmp / 'runs'}", "data.num_classes=3", "data.num_per_class=6",
-                 "trainer.epochs=1", "model.args.width=8", "trainer.progress=never"])
-    assert code == 0
-    (run,) = (tmp / "runs" / "quickstart").iterdir()
-    return run
+    return quickstart_run(tmp_path_factory.mktemp("serve"), num_per_class=6, epochs=1)
 
 
 class Server:
