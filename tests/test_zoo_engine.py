@@ -19,6 +19,11 @@ def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("zoo_engine")
 
 
+WAVEFORM_INPUT = {name: ["frontend.kind=waveform", "data.sample_rate=16000", "model.args.hop_length=1600"]
+                  for name in ("crepe_tiny", "crepe_full")}
+"""Models that take the waveform itself (CREPE frames 16 kHz audio inside the network; 100 ms hops keep it short)."""
+
+
 @pytest.mark.parametrize("name", list_models())
 def test_model_trains_through_engine(name, workdir):
     torch.set_num_threads(1)  # many small steps: one thread avoids spin-waiting on a shared CPU
@@ -27,7 +32,7 @@ def test_model_trains_through_engine(name, workdir):
         f"trainer.output_dir={workdir / 'runs'}", "data.num_classes=3", "data.num_per_class=8",
         "data.sample_rate=8000", "data.duration=1.0", "data.batch_size=2", "frontend.n_mels=64",
         "frontend.hop_length=128", f"model.name={name}", "trainer.epochs=1", "trainer.max_steps_per_epoch=2",
-        "trainer.progress=never", "trainer.report=false", "optim.warmup_epochs=0",
+        "trainer.progress=never", "trainer.report=false", "optim.warmup_epochs=0", *WAVEFORM_INPUT.get(name, []),
     ]
     run = train(load_config(ROOT / "recipes" / "quickstart.yaml", overrides), quiet=True)
     state = load_checkpoint(run / "checkpoints" / "last.pt")
