@@ -489,7 +489,8 @@ def run_stream(run_dir: str | Path, source: str | None, *, mic: bool = False, ra
 
     ``threads``: torch's CPU threads for the stream (``None`` leaves torch's setting). A hop is a few small
     operations, where a second thread mostly waits for a core: ``benchmarks/stream.py`` measured digits_tcn at
-    2.6 ms a hop with 1 thread and 191 ms with 2 on a loaded 2-core machine, hence the default 1.
+    2.6 ms a hop with 1 thread and 191 ms with 2 on a loaded 2-core machine, and 1.6 against 2.0 ms alone, hence
+    the default 1.
 
     Returns:
         :meth:`Streamer.summary`. Ctrl-C ends the stream (the microphone's way to stop) with its summary.
