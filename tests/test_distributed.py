@@ -7,12 +7,14 @@ batch of 8 and two of 4), no dropout, masking or mixup (no per-process random dr
 (so a 2-epoch run with 2 more epochs added is an uninterrupted 4-epoch run). DistributedDataParallel averages the
 two shards' mean gradients, which is the mean gradient of the 8 clips; what is left is the order of floating-point
 sums, so the differences are float32 rounding carried through the steps, not training noise. Such rounding
-mostly stays near 1e-7 in a loss but can grow at a near-tie (a ReLU or a prediction flipping): two
-single-process runs that differ only in thread count differ by 2.3e-4 after 4 epochs, and 2 processes resumed
-with 1 differed from one process by 2.9e-4 at epoch 4 once the front-end's mel product changed from a sparse to
-a dense matrix product (1e-7 apart in the features). LOSS_TOL = 1e-3 is above that rounding and far below what a
-real fault gave when tried (batch-norm statistics not averaged across processes: 0.085). Every process computes
-with one thread. The optimiser is SGD: Adam divides by each gradient's
+mostly stays near 1e-7 in a loss, but ReLU and max pooling have kinks: where a unit crosses one, a rounding-sized
+change in its input sends a full-sized change into the gradient, and the runs part. Measured on this
+configuration with two correct single-process runs that differ only in thread count: 1e-7 after 4 epochs at
+lr 0.01, 1.2e-3 after 6 (and at lr 0.03 after 4 epochs, 2 processes then 1 against 1 throughout: 2.6e-3 here,
+1.8e-3 on CI's machine, so lr 0.03 gave way to 0.01, a third of the jump a kink can cause in a step).
+LOSS_TOL = 5e-3 is above that rounding and far below what a real difference in arithmetic gives: per-process
+batch-norm statistics (batch 4 against 8) at the same lr and 4 epochs, 0.16 in the training loss. Every
+process computes with one thread. The optimiser is SGD: Adam divides by each gradient's
 running RMS and so turns rounding in near-zero gradients into full-size steps (with AdamW one and two processes
 differed by 1e-3 in validation loss).
 """
@@ -44,8 +46,8 @@ TINY = ["data.num_classes=4", "data.num_per_class=12", "data.duration=0.5", "dat
         "data.batch_size=8", "model.name=cnn_tiny", "model.args.width=8", "trainer.progress=never",
         "trainer.report=false"]
 EXACT = ["model.args.norm_layer=groupnorm", "model.args.drop_rate=0", "optim.scheduler=none", "optim.name=sgd",
-         "optim.lr=0.03"]
-LOSS_TOL = 1e-3
+         "optim.lr=0.01"]
+LOSS_TOL = 5e-3
 """Largest difference allowed between one and two processes in a loss (float32 rounding; see the module text)."""
 
 
@@ -221,7 +223,8 @@ def test_two_processes_match_one_and_resume_with_one(base, reference):
     train(None, resume=run, quiet=True)
     worst = assert_close_rows(metrics(run), ref)
     print("2 processes for epochs 1-2, then 1, vs 1 throughout, largest differences:", worst)
-    assert "resumed at epoch 2 (best val_accuracy 0.75) on 1 process(es), 2 before" in (run / "log.txt").read_text()
+    best = max(r["val_accuracy"] for r in ref[:2])
+    assert f"resumed at epoch 2 (best val_accuracy {best:g}) on 1 process(es), 2 before" in (run / "log.txt").read_text()
     got, want = (json.loads((r / "eval" / "test_metrics.json").read_text()) for r in (run, reference))
     print("test split, best checkpoint:", {k: (got[k], want[k]) for k in ("loss", "accuracy")})
     assert abs(got["loss"] - want["loss"]) < LOSS_TOL and got["accuracy"] == want["accuracy"]
