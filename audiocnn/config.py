@@ -91,6 +91,14 @@ class DataConfig:
     """Images: 1 (grayscale) or 3 (RGB); 0 takes the dataset's own (MNIST 1, image folder 3)."""
     add_inverted: bool = False
     """Images: the training and validation splits also hold every image inverted (pixel -> 255 - pixel)."""
+    streams: int = 0
+    """``name: shards``: the epoch's training order is this many interleaved streams over the shuffled shards
+    (see :mod:`audiocnn.data.shards`); it must be a multiple of processes x loader workers and divide
+    ``batch_size``. 0: processes x max(workers, 1), fixed in config.yaml when the run starts."""
+    shuffle_buffer: int = 1000
+    """``name: shards``: examples each stream holds (compressed) to shuffle within its range."""
+    fit_examples: int = 1000
+    """``name: shards``: training examples (the first in index order) the normaliser is fitted on."""
     extra_tests: list[str] = field(default_factory=list)
     """More test sets, each evaluated after training into ``eval/<name>_metrics.json``: ``test_inverted``
     (images: the test split with every pixel inverted)."""
@@ -187,6 +195,9 @@ class TrainerConfig:
     output_dir: str = "runs"
     max_steps_per_epoch: int = 0
     """Cap on training steps per epoch (smoke tests); 0 means a full epoch."""
+    checkpoint_every_steps: int = 0
+    """Also write ``checkpoints/last.pt`` every this many steps within an epoch (long epochs, preemptible
+    machines); ``--resume`` continues from that step with the same batches. 0: at the end of each epoch only."""
     progress: Literal["auto", "always", "never"] = "auto"
     """Progress bars: ``auto`` shows them only on a terminal."""
     log_every_s: float = 30.0
@@ -206,7 +217,8 @@ class TrainerConfig:
 
 
 RESUME_KEYS = ("trainer.epochs", "trainer.early_stopping", "trainer.report", "trainer.progress",
-               "trainer.log_every_s", "trainer.loggers", "trainer.device", "trainer.top_k")
+               "trainer.log_every_s", "trainer.loggers", "trainer.device", "trainer.top_k",
+               "trainer.checkpoint_every_steps")
 """The keys ``audiocnn train --resume RUN key=value`` may change: none changes the model or the data."""
 
 
@@ -406,6 +418,10 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("trainer.grad_clip", lambda v: v >= 0, "0 (off) or a positive number"),
     ("trainer.early_stopping", lambda v: v >= 0, "0 (off) or a number of epochs"),
     ("trainer.max_steps_per_epoch", lambda v: v >= 0, "0 (a full epoch) or a number of steps"),
+    ("trainer.checkpoint_every_steps", lambda v: v >= 0, "0 (at epoch ends only) or a number of steps"),
+    ("data.streams", lambda v: v >= 0, "0 (processes x workers) or a number of streams"),
+    ("data.shuffle_buffer", lambda v: v >= 1, "at least 1 (1: no shuffling within a stream)"),
+    ("data.fit_examples", lambda v: v >= 1, "at least 1"),
     ("augment.mixup_alpha", lambda v: v >= 0, "0 (off) or a positive number"),
     ("augment.gain_db", lambda v: v >= 0, "0 (off) or a positive number of dB"),
 ]

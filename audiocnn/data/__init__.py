@@ -14,6 +14,7 @@ from audiocnn.data.loader import (
 from audiocnn.data.splits import (
     DataError, Example, Splits, group_split, holdout_fractions, holdout_split, stratified_split,
 )
+from audiocnn.data import shards  # noqa: E402,F401  (registers data.name: shards, read from WebDataset tars)
 
 __all__ = [
     "DATASETS", "AudioCache", "AudioDataset", "Batch", "DataError", "EpochShuffleSampler", "Example", "Splits",

@@ -112,6 +112,8 @@ class EpochShuffleSampler(Sampler):
         self.dataset = dataset
         self.seed = int(seed)
         self.rank, self.world_size, self.drop_last = int(rank), int(world_size), bool(drop_last)
+        self.skip = 0
+        """Entries the next pass leaves out at its start (a run resumed mid-epoch); later passes take all."""
 
     def __len__(self) -> int:
         n, w = len(self.dataset), self.world_size
@@ -125,6 +127,7 @@ class EpochShuffleSampler(Sampler):
             size = len(self) * self.world_size
             order = order[:size] if self.drop_last else np.resize(order, size)
             order = order[self.rank::self.world_size]
+        order, self.skip = order[self.skip:], 0
         return iter([(int(i), epoch) for i in order])
 
 

@@ -46,8 +46,10 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
+import json
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import numpy as np
@@ -56,15 +58,46 @@ import torch.distributed as dist
 from torch import nn
 
 from audiocnn.core.errors import ConfigError, EnvironmentFailure
+from audiocnn.core.io import write_json
 from audiocnn.core.runtime import pick_device
 
-__all__ = ["TIMEOUT", "DistContext", "env_rank", "setup"]
+__all__ = ["TIMEOUT", "DistContext", "elastic_resume", "env_rank", "remember_elastic_run", "setup"]
 
 T = TypeVar("T")
 
 TIMEOUT = dt.timedelta(minutes=60)
 """How long a collective waits for the other processes; generous because rank 0 alone decodes a new dataset
 into the cache while the others wait."""
+
+
+def _elastic_marker(output_dir: str) -> Path | None:
+    """``<output_dir>/.elastic/<TORCHELASTIC_RUN_ID>.json``: under torchrun, which run folder this job began (the
+    id stays the same when ``--max-restarts`` restarts the processes); ``None`` outside torchrun."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "")
+    if not run_id or run_id == "none":
+        return None
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
+    return Path(os.path.expanduser(output_dir)) / ".elastic" / f"{safe}.json"
+
+
+def remember_elastic_run(output_dir: str, run_dir: Path) -> None:
+    """Rank 0, on making a run folder under torchrun: note it, for :func:`elastic_resume` after a restart."""
+    marker = _elastic_marker(output_dir)
+    if marker is not None:
+        write_json(marker, {"run_dir": str(Path(run_dir).resolve())})
+
+
+def elastic_resume(output_dir: str) -> Path | None:
+    """After ``torchrun --max-restarts=N`` restarted the processes (``TORCHELASTIC_RESTART_COUNT > 0``): the run
+    folder this job began, when it has a checkpoint to resume from; else ``None`` (start as usual). Multi-node
+    jobs need ``output_dir`` on shared storage, as for any resume."""
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) == 0:
+        return None
+    marker = _elastic_marker(output_dir)
+    if marker is None or not marker.is_file():
+        return None
+    run_dir = Path(json.loads(marker.read_text())["run_dir"])
+    return run_dir if (run_dir / "checkpoints" / "last.pt").is_file() else None
 
 
 def env_rank() -> int:

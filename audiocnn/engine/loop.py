@@ -25,8 +25,8 @@ from audiocnn.core.checkpoint import capture_rng, load_checkpoint, restore_rng, 
 from audiocnn.core.errors import ConfigError, EnvironmentFailure
 from audiocnn.core.io import WriteFailure, check_writable, write_json
 from audiocnn.core.runtime import seed_everything, show_progress
-from audiocnn.data.loader import make_loader
-from audiocnn.engine.distributed import DistContext, setup
+from audiocnn.data.loader import EpochShuffleSampler, make_loader
+from audiocnn.engine.distributed import DistContext, elastic_resume, remember_elastic_run, setup
 from audiocnn.engine.logging import ProgressLine, RunLogger, check_loggers, write_env
 from audiocnn.features import draw_mixup
 from audiocnn.inference import autocast, evaluate_loader, progress
@@ -98,9 +98,23 @@ def build_scheduler(cfg: Config, optimizer: torch.optim.Optimizer, steps_per_epo
 
 
 def shard_loader(loader: torch.utils.data.DataLoader, cfg: Config, ctx: DistContext, *, train: bool):
-    """This process's share of ``loader`` (see :func:`audiocnn.data.loader.make_loader`)."""
+    """This process's share of ``loader`` (see :func:`audiocnn.data.loader.make_loader`; shards:
+    :meth:`audiocnn.data.shards.ShardLoader.for_rank`)."""
+    if hasattr(loader, "for_rank"):
+        return loader.for_rank(ctx.rank, ctx.world_size)
     return make_loader(loader.dataset, train=train, cfg=cfg.data, seed=cfg.trainer.seed, collate_fn=loader.collate_fn,
                        rank=ctx.rank, world_size=ctx.world_size)
+
+
+def skip_batches(loader, steps: int) -> None:
+    """Make the next pass over a training loader begin at batch ``steps`` of its epoch, without loading the
+    batches before it: a shard loader skips undecoded examples; a file loader's sampler skips indices."""
+    if hasattr(loader, "start_at"):
+        loader.start_at(steps)
+    elif isinstance(getattr(loader, "sampler", None), EpochShuffleSampler):
+        loader.sampler.skip = steps * loader.batch_size
+    else:
+        raise ConfigError(f"cannot resume mid-epoch with a {type(loader).__name__}; resume from an epoch's end")
 
 
 def compile_network(network: nn.Module) -> None:
@@ -125,22 +139,30 @@ def fit_normalizer(model: Classifier, data: Data, cfg: Config, device: torch.dev
 
 def train_one_epoch(model: Classifier, loader, optimizer, scheduler, scaler, cfg: Config, device: torch.device,
                     *, epoch: int, show: bool, dist: DistContext | None = None,
-                    report: Callable[[str], None] | None = None) -> dict[str, float]:
+                    report: Callable[[str], None] | None = None, start_step: int = 0, carry: dict | None = None,
+                    checkpoint: Callable[[int, dict], None] | None = None) -> dict[str, float]:
     """One pass over the training loader; returns mean loss (and accuracy for multiclass), over all processes
     of a distributed run (``dist``), and how fast it went: ``train_time_s``, ``train_samples``,
     ``samples_per_s`` and ``data_wait``, the fraction of that time this process spent waiting for the next
     batch (a device that waits for data shows up here).
 
     ``show`` draws a progress bar; without one, ``report`` gets a plain progress line every
-    ``trainer.log_every_s`` seconds."""
+    ``trainer.log_every_s`` seconds.
+
+    A resumed epoch starts at ``start_step`` (the loader skips the batches before it) with the sums ``carry``
+    saved with it; every ``trainer.checkpoint_every_steps`` steps before the last, ``checkpoint(steps_done,
+    sums)`` saves this process's sums so far."""
     task, tr = get_task(cfg.data.task), cfg.trainer
     model.train()
-    total_loss, correct, seen = 0.0, 0, 0
+    carry = carry or {}
+    total_loss, correct, seen = carry.get("total_loss", 0.0), carry.get("correct", 0), carry.get("seen", 0)
     steps = len(loader) if not tr.max_steps_per_epoch else min(len(loader), tr.max_steps_per_epoch)
-    batches = iter(progress(loader, show, f"epoch {epoch}", total=steps))
+    if start_step:
+        skip_batches(loader, start_step)
+    batches = iter(progress(loader, show, f"epoch {epoch}", total=steps - start_step))
     line = ProgressLine(report, epoch=epoch, steps=steps, every_s=0.0 if show else tr.log_every_s)  # or a bar
-    started, wait = time.perf_counter(), 0.0
-    for step in range(steps):
+    started, wait = time.perf_counter() - carry.get("elapsed", 0.0), carry.get("wait", 0.0)
+    for step in range(start_step, steps):
         t0 = time.perf_counter()
         batch = next(batches, None)
         wait += time.perf_counter() - t0
@@ -175,6 +197,10 @@ def train_one_epoch(model: Classifier, loader, optimizer, scheduler, scaler, cfg
         if task.name == "multiclass" and mix is None:
             correct += (logits.argmax(1) == target).sum().item()
         line.update(step + 1, total_loss / seen)
+        every = tr.checkpoint_every_steps
+        if checkpoint is not None and every and (step + 1) % every == 0 and step + 1 < steps:
+            checkpoint(step + 1, dict(total_loss=total_loss, correct=correct, seen=seen, wait=wait,
+                                      elapsed=time.perf_counter() - started))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - started
@@ -225,6 +251,8 @@ def train(cfg: Config | None, *, resume: str | Path | None = None, overrides: Se
     (:mod:`audiocnn.engine.distributed` says what changes); rank 0 alone writes the run folder.
     """
     state = None
+    if resume is None and cfg is not None:
+        resume = elastic_resume(cfg.trainer.output_dir)  # a torchrun --max-restarts restart: the run it began
     if resume is not None:
         state = load_checkpoint(Path(resume) / "checkpoints" / "last.pt")
         cfg = resume_config(state["config"], list(overrides))
@@ -253,6 +281,21 @@ def _check_new_length(cfg: Config, state: dict) -> None:
                           "and cannot run longer; start a new run (or train with optim.scheduler=cosine)")
 
 
+def _carried(state: dict, ctx: DistContext) -> dict | None:
+    """This process's running sums of the epoch a mid-epoch checkpoint stopped in. Resumed with another
+    number of processes, rank 0 takes them all (they are added over the processes at the epoch's end)."""
+    partial = state.get("partial")
+    if not partial:
+        return None
+    if len(partial) == ctx.world_size:
+        return partial[ctx.rank]
+    if ctx.rank:
+        return {"wait": 0.0, "elapsed": 0.0}
+    keys = ("total_loss", "correct", "seen")
+    return {**{k: sum(p[k] for p in partial) for k in keys}, "wait": partial[0]["wait"],
+            "elapsed": partial[0]["elapsed"]}
+
+
 def _relayout_schedule(scheduler, optimizer: torch.optim.Optimizer) -> None:
     """After ``trainer.epochs`` changed on resume: the learning rate the schedule, rebuilt over the new length,
     gives at the step reached (the optimizer's saved one came from the old length)."""
@@ -264,6 +307,8 @@ def _relayout_schedule(scheduler, optimizer: torch.optim.Optimizer) -> None:
 def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path | None, quiet: bool) -> Trained:
     tr = cfg.trainer
     seed_everything(tr.seed + ctx.rank, tr.deterministic)  # each process its own dropout, masks, mixup
+    if state is None and cfg.data.name == "shards" and not cfg.data.streams:  # fixed for the run (and its resumes)
+        cfg.data.streams = ctx.world_size * max(cfg.data.num_workers, 1)
     device = ctx.device
     messages: list[str] = []
     # A missing dataset or bad file fails before a run folder exists. Rank 0 generates and decodes first.
@@ -278,6 +323,7 @@ def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path |
             run_dir = make_run_dir(cfg.trainer.output_dir, cfg.name or "run")
             save_config(cfg, run_dir / "config.yaml")
             write_env(run_dir)
+            remember_elastic_run(cfg.trainer.output_dir, run_dir)
         run_dir = Path(ctx.broadcast_object(str(run_dir) if ctx.is_main else None))
     log = RunLogger(run_dir, quiet=quiet, enabled=ctx.is_main, loggers=tr.loggers)
     show = show_progress(tr.progress) and ctx.is_main
@@ -326,7 +372,8 @@ def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path |
             seed_everything(int(np.random.SeedSequence([tr.seed, ctx.rank, start_epoch]).generate_state(1)[0]),
                             tr.deterministic)
         log.truncate(start_epoch)
-        log.info(f"resumed at epoch {start_epoch} (best {monitor} {best})"
+        log.info(f"resumed at epoch {start_epoch}" + (f", step {state['step']}" if state.get("step") else "")
+                 + f" (best {monitor} {best})"
                  + (f" on {ctx.world_size} process(es), {len(saved)} before" if not same_world else ""))
         changes = resume_changes(state["config"], cfg)
         if changes:
@@ -337,13 +384,39 @@ def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path |
             _relayout_schedule(scheduler, optimizer)
 
     ckpt_dir = run_dir / "checkpoints"
+
+    def save(epoch_done: int, row: dict, *, improved: bool, step: int = 0, sums: dict | None = None) -> None:
+        """last.pt (and best.pt when ``improved``): after ``epoch_done`` epochs and ``step`` steps of the next,
+        with every process's running sums of that epoch (``sums``) and random states."""
+        rng = ctx.all_gather_object(capture_rng(train_loader.generator))
+        partial = ctx.all_gather_object(sums) if step else None
+        if not ctx.is_main:  # the plain model: no DDP "module." prefix, loads with any number of processes
+            return
+        ckpt = dict(model=model, config=config_to_dict(cfg), labels=labels, task=task.name, epoch=epoch_done,
+                    optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                    scaler=scaler.state_dict(), rng=rng[0], **({"rng_ranks": rng} if ctx.enabled else {}),
+                    best=best, best_epoch=best_epoch, stale=stale,
+                    metrics={k: v for k, v in row.items() if isinstance(v, (int, float))},
+                    **({"step": step, "partial": partial} if step else {}))
+        try:
+            if improved:
+                save_checkpoint(ckpt_dir / "best.pt", **ckpt)
+            save_checkpoint(ckpt_dir / "last.pt", **ckpt)
+        except WriteFailure as e:  # last.pt still holds the one before
+            raise _unsaved(e, run_dir, saved=epoch_done) from e
+
+    start_step, carry = (state.get("step", 0), _carried(state, ctx)) if state is not None else (0, None)
+    prev_row = state["metrics"] if state is not None else {}
     for epoch in range(start_epoch + 1, tr.epochs + 1):
         if hasattr(train_loader.dataset, "set_epoch"):
             train_loader.dataset.set_epoch(epoch)
         t0 = time.perf_counter()
         row: dict[str, Any] = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
         row.update(train_one_epoch(net, train_loader, optimizer, scheduler, scaler, cfg, device, epoch=epoch,
-                                   show=show, dist=ctx, report=log.info))
+                                   show=show, dist=ctx, report=log.info, start_step=start_step, carry=carry,
+                                   checkpoint=lambda step, sums: save(epoch - 1, prev_row, improved=False,
+                                                                      step=step, sums=sums)))
+        start_step, carry = 0, None
         ctx.average_batchnorm(model)
         if val_loader is not None:
             out, tgt, loss = evaluate_loader(model, val_loader, task.name, device, precision=tr.precision)
@@ -363,19 +436,8 @@ def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path |
         log.log_epoch(row)
         log.info(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items())
                  + (" *" if improved else ""))
-        rng = ctx.all_gather_object(capture_rng(train_loader.generator))
-        if ctx.is_main:  # the plain model: no DDP "module." prefix, loads with any number of processes
-            ckpt = dict(model=model, config=config_to_dict(cfg), labels=labels, task=task.name, epoch=epoch,
-                        optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                        scaler=scaler.state_dict(), rng=rng[0], **({"rng_ranks": rng} if ctx.enabled else {}),
-                        best=best, best_epoch=best_epoch, stale=stale,
-                        metrics={k: v for k, v in row.items() if isinstance(v, (int, float))})
-            try:
-                if improved:
-                    save_checkpoint(ckpt_dir / "best.pt", **ckpt)
-                save_checkpoint(ckpt_dir / "last.pt", **ckpt)
-            except WriteFailure as e:  # last.pt still holds the epoch before
-                raise _unsaved(e, run_dir, saved=epoch - 1) from e
+        save(epoch, row, improved=improved)
+        prev_row = row
         if tr.early_stopping and stale >= tr.early_stopping:
             log.info(f"early stopping: {monitor} has not improved for {stale} epochs (best {best} at epoch {best_epoch})")
             break

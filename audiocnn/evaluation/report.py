@@ -295,13 +295,15 @@ def _choose(task: str, outputs: np.ndarray, targets: np.ndarray,
 
 def _in_order(loader: torch.utils.data.DataLoader) -> torch.utils.data.DataLoader:
     """The loader's dataset in index order (a training loader shuffles, and its sampler moves the epoch on)."""
+    if hasattr(loader, "ordered_view"):  # streamed shards
+        return loader.ordered_view()
     return torch.utils.data.DataLoader(loader.dataset, batch_size=loader.batch_size, collate_fn=loader.collate_fn)
 
 
 def _model_input(loader, index: int) -> torch.Tensor:
     """Example ``index`` as the model gets it, through the loader's own collate: a wave ``(time,)`` (the
     middle window when evaluating with sliding windows) or an image ``(C, H, W)``."""
-    batch = loader.collate_fn([loader.dataset[index]])
+    batch = loader.collate_fn([loader.item(index) if hasattr(loader, "ordered_view") else loader.dataset[index]])
     return batch.wave[len(batch.wave) // 2]
 
 
