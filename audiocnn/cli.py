@@ -31,6 +31,7 @@ from audiocnn.commands import summary
 from audiocnn.config import load_config
 from audiocnn.core.io import atomic_write_text
 from audiocnn.data.download import download
+from audiocnn.data.shard_writer import parse_size, write_shards
 from audiocnn.deploy.serve import ServeSettings, serve
 from audiocnn.deploy.stream import DEFAULT_HOP, STREAM_THREADS, run_stream
 from audiocnn.deploy.export import export_run
@@ -160,6 +161,21 @@ def _cmd_data(args: argparse.Namespace) -> int:
     path = download(args.name, args.root, mirror=args.mirror, force=args.force)
     print(f"{args.name} is ready at {path}")
     return 0
+
+
+def _cmd_shard(args: argparse.Namespace) -> int:
+    result = write_shards(args.dataset, args.out, root=args.root, overrides=args.overrides, shard_size=args.shard_size,
+                          audio_format=args.audio_format, sample_rate=args.sample_rate, overwrite=args.overwrite,
+                          progress=args.progress)
+    print(result.summary())
+    return 0
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--shard-size {text}: {e}") from None
 
 
 def _hear_duration(value: str) -> float | str | None:
@@ -346,6 +362,22 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--mirror", default=None, help="base URL of a mirror holding the archive files")
     dl.add_argument("--force", action="store_true", help="download again even if the data is present")
     dl.set_defaults(func=_cmd_data)
+    sh = dsub.add_parser("shard", help="write a dataset as WebDataset tar shards (FLAC + JSON, index.json) for "
+                                       "data.name=shards; resumable")
+    sh.add_argument("dataset", help="any audio dataset: fsdd, esc10, esc50, ravdess, gtzan, speech_commands, "
+                                    "synthetic, folder, manifest")
+    sh.add_argument("overrides", nargs="*", help="data.* settings, e.g. data.manifest=clips.csv data.on_error=skip")
+    sh.add_argument("--out", required=True, help="folder receiving the shards and index.json")
+    sh.add_argument("--root", default=None, help="the dataset's folder (default: ${AUDIOCNN_DATA:-data}/<dataset>)")
+    sh.add_argument("--shard-size", type=_size, default="256MB", metavar="SIZE",
+                    help="close a shard before it passes this size: 256MB (default), 1GB, 64MiB, bytes")
+    sh.add_argument("--format", dest="audio_format", choices=["flac", "wav"], default="flac",
+                    help="flac (16-bit, default) or wav (float32, lossless for any source)")
+    sh.add_argument("--sample-rate", type=_at_least(1), default=None, metavar="HZ",
+                    help="resample every clip once (default: keep each file's rate; training resamples on the fly)")
+    sh.add_argument("--overwrite", action="store_true", help="write again into a folder that holds shards")
+    sh.add_argument("--progress", default="auto", choices=["auto", "always", "never"])
+    sh.set_defaults(func=_cmd_shard)
 
     hr = sub.add_parser("hear", help="HEAR benchmark tasks")
     hsub = hr.add_subparsers(dest="hear_command", required=True)

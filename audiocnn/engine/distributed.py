@@ -48,6 +48,7 @@ import datetime as dt
 import inspect
 import json
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -71,11 +72,15 @@ into the cache while the others wait."""
 
 
 def _elastic_marker(output_dir: str) -> Path | None:
-    """``<output_dir>/.elastic/<TORCHELASTIC_RUN_ID>.json``: under torchrun, which run folder this job began (the
-    id stays the same when ``--max-restarts`` restarts the processes); ``None`` outside torchrun."""
+    """``<output_dir>/.elastic/<job>.json``: under torchrun, which run folder this job began; ``None`` outside
+    torchrun. The job is ``--rdzv-id`` (``TORCHELASTIC_RUN_ID``, the same on every machine and after a restart);
+    without one (``none``, a static ``--master-addr`` launch) it is this machine and its torchrun agent, the
+    parent of the processes it restarts, which serves a one-machine job."""
+    if "TORCHELASTIC_RESTART_COUNT" not in os.environ:
+        return None
     run_id = os.environ.get("TORCHELASTIC_RUN_ID", "")
     if not run_id or run_id == "none":
-        return None
+        run_id = f"{socket.gethostname()}-agent{os.getppid()}"
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
     return Path(os.path.expanduser(output_dir)) / ".elastic" / f"{safe}.json"
 
@@ -291,5 +296,13 @@ def setup(device: str = "auto", *, backend: str | None = None) -> DistContext:
         raise ConfigError(f"device {device!r} (trainer.device, --device) is {target.type}, which several "
                          "processes cannot share; use cpu or CUDA GPUs")
     if not already:
-        dist.init_process_group(backend or ("nccl" if target.type == "cuda" else "gloo"), timeout=TIMEOUT)
+        backend = backend or ("nccl" if target.type == "cuda" else "gloo")
+        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+        if restart is None:
+            dist.init_process_group(backend, timeout=TIMEOUT)
+        else:  # under torchrun: keys of this attempt only (after a --max-restarts restart, gloo otherwise found
+            # the dead attempt's addresses in torchrun's store and waited on them)
+            store, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=world, timeout=TIMEOUT))
+            dist.init_process_group(backend, store=dist.PrefixStore(f"audiocnn/attempt_{restart}", store), rank=rank,
+                                    world_size=world, timeout=TIMEOUT)
     return DistContext(rank=rank, world_size=world, local_rank=local_rank, device=target, owns_group=not already)
