@@ -429,8 +429,9 @@ def write_shards(
 
     index = ShardIndex(dataset=cfg.name, task=splits.task, labels=list(splits.labels), audio_format=audio_format,
                        splits=writer.done, sample_rate=sample_rate,
-                       extra={"source": {"dataset": cfg.name, "root": str(data_root.resolve()), "overrides": list(overrides),
-                                         "shard_size": size_limit, "created_by": f"audiocnn {__version__}"}})
+                       extra={"source": {"dataset": cfg.name, "root": str(data_root.resolve()),
+                                         "overrides": list(overrides), "shard_size": size_limit,
+                                         "created_by": f"audiocnn {__version__}"}})
     write_json(out / INDEX_FILE, index.to_json(), setting=_SETTING)
     (out / PROGRESS_FILE).unlink(missing_ok=True)
     return ShardWriteResult(out, index, skipped, time.perf_counter() - start, resumed)
