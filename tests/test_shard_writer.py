@@ -20,6 +20,7 @@ import webdataset as wds
 from audiocnn.cli import main
 from audiocnn.config import data_config
 from audiocnn.core.errors import DataError
+from audiocnn.core.io import WriteFailure
 from audiocnn.data import shard_writer
 from audiocnn.data.datasets import build_splits
 from audiocnn.data.shard_format import example_key, parse_index
@@ -283,3 +284,21 @@ def test_cli_data_shard(syn, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(tempfile, "mkstemp", read_only)
     assert main(args[:-2] + ["--overwrite"]) == 3
     assert "read-only" in capsys.readouterr().err
+
+
+def test_a_full_disk_mid_shard_is_a_write_failure_and_leaves_no_temporary(syn, tmp_path, monkeypatch):
+    real_add = shard_writer._TarShard.add
+    calls = []
+
+    def disk_fills(self, members, duration_s):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_add(self, members, duration_s)
+
+    monkeypatch.setattr(shard_writer._TarShard, "add", disk_fills)
+    out = tmp_path / "s"
+    with pytest.raises(WriteFailure) as info:
+        write_shards("synthetic", out, root=syn, overrides=SYN, progress="never")
+    assert info.value.disk_full and info.value.exit_code == 3 and "train-000000.tar" in str(info.value)
+    assert sorted(p.name for p in out.iterdir()) == []

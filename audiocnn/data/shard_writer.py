@@ -31,7 +31,6 @@ A folder holding a finished ``index.json``, or the progress of other settings, i
 from __future__ import annotations
 
 import csv
-import dataclasses
 import hashlib
 import io
 import json
