@@ -13,6 +13,7 @@
     audiocnn embed panns_cnn14 --weights Cnn14_mAP=0.431.pth INPUT... --out DIR   (released models)
     audiocnn probe EMBED_DIR labels.csv [--classifier logreg|mlp] [--label-column C] [--fold-column C]
     audiocnn data download NAME [--root data] [--mirror URL]
+    audiocnn data shard DATASET [data.* ...] --out DIR [--root PATH] [--shard-size 256MB] [--format flac|wav]
     audiocnn hear make-task fsdd|esc10|ravdess|yesno|synthetic --out tasks/ [--root PATH] [--sample-rates 16000 ...]
     audiocnn hear-eval MODULE_OR_RUN --tasks-dir tasks/ [--model WEIGHTS] [--out results/] [--tasks NAME ...]
     audiocnn export runs/digits/<run> --format onnx|torchscript --out digits.onnx [--opset 18]
@@ -31,7 +32,7 @@ from audiocnn.commands import summary
 from audiocnn.config import load_config
 from audiocnn.core.io import atomic_write_text
 from audiocnn.data.download import download
-from audiocnn.data.shard_writer import parse_size, write_shards
+from audiocnn.data.shard_writer import DEFAULT_SHARD_SIZE, parse_size, write_shards
 from audiocnn.deploy.serve import ServeSettings, serve
 from audiocnn.deploy.stream import DEFAULT_HOP, STREAM_THREADS, run_stream
 from audiocnn.deploy.export import export_run
@@ -163,19 +164,20 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_shard(args: argparse.Namespace) -> int:
+def _cmd_data_shard(args: argparse.Namespace) -> int:
     result = write_shards(args.dataset, args.out, root=args.root, overrides=args.overrides, shard_size=args.shard_size,
-                          audio_format=args.audio_format, sample_rate=args.sample_rate, overwrite=args.overwrite,
+                          audio_format=args.format, sample_rate=args.sample_rate, overwrite=args.overwrite,
                           progress=args.progress)
     print(result.summary())
     return 0
 
 
-def _size(text: str) -> int:
+def _byte_size(text: str) -> int:
+    """An argparse type: ``256MB``, ``1.5GB``, ``64MiB`` or bytes (see :func:`audiocnn.data.shard_writer.parse_size`)."""
     try:
         return parse_size(text)
     except ValueError as e:
-        raise argparse.ArgumentTypeError(f"--shard-size {text}: {e}") from None
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _hear_duration(value: str) -> float | str | None:
@@ -362,22 +364,21 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--mirror", default=None, help="base URL of a mirror holding the archive files")
     dl.add_argument("--force", action="store_true", help="download again even if the data is present")
     dl.set_defaults(func=_cmd_data)
-    sh = dsub.add_parser("shard", help="write a dataset as WebDataset tar shards (FLAC + JSON, index.json) for "
-                                       "data.name=shards; resumable")
-    sh.add_argument("dataset", help="any audio dataset: fsdd, esc10, esc50, ravdess, gtzan, speech_commands, "
-                                    "synthetic, folder, manifest")
+    sh = dsub.add_parser("shard", help="write a dataset's splits as WebDataset tar shards with index.json "
+                                       "(resumable; read with data.name: shards)")
+    sh.add_argument("dataset", help="a registered audio dataset: fsdd, esc50, folder, manifest, synthetic ...")
     sh.add_argument("overrides", nargs="*", help="data.* settings, e.g. data.manifest=clips.csv data.on_error=skip")
-    sh.add_argument("--out", required=True, help="folder receiving the shards and index.json")
+    sh.add_argument("--out", required=True, help="the shard folder (made if missing)")
     sh.add_argument("--root", default=None, help="the dataset's folder (default: ${AUDIOCNN_DATA:-data}/<dataset>)")
-    sh.add_argument("--shard-size", type=_size, default="256MB", metavar="SIZE",
-                    help="close a shard before it passes this size: 256MB (default), 1GB, 64MiB, bytes")
-    sh.add_argument("--format", dest="audio_format", choices=["flac", "wav"], default="flac",
-                    help="flac (16-bit, default) or wav (float32, lossless for any source)")
+    sh.add_argument("--shard-size", type=_byte_size, default=DEFAULT_SHARD_SIZE, metavar="SIZE",
+                    help="most bytes per tar: 256MB (default), 1.5GB, 500KB, 64MiB or a number of bytes")
+    sh.add_argument("--format", default="flac", choices=["flac", "wav"], help="flac: 16-bit (default); wav: float32")
     sh.add_argument("--sample-rate", type=_at_least(1), default=None, metavar="HZ",
-                    help="resample every clip once (default: keep each file's rate; training resamples on the fly)")
-    sh.add_argument("--overwrite", action="store_true", help="write again into a folder that holds shards")
+                    help="resample every clip to this rate (default: each file's own)")
+    sh.add_argument("--overwrite", action="store_true", help="start again in a folder holding shards or an index")
     sh.add_argument("--progress", default="auto", choices=["auto", "always", "never"])
-    sh.set_defaults(func=_cmd_shard)
+    sh.set_defaults(func=_cmd_data_shard, interrupted="run the same command again to continue; the completed "
+                                                      "shards are kept")
 
     hr = sub.add_parser("hear", help="HEAR benchmark tasks")
     hsub = hr.add_subparsers(dest="hear_command", required=True)
@@ -461,7 +462,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except KeyboardInterrupt:
-        print("interrupted; `audiocnn train --resume RUN_DIR` continues from the last checkpoint", file=sys.stderr)
+        hint = getattr(args, "interrupted", "`audiocnn train --resume RUN_DIR` continues from the last checkpoint")
+        print(f"interrupted; {hint}", file=sys.stderr)
         return 130
 
 

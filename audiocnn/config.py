@@ -34,7 +34,7 @@ from audiocnn.tasks import TASKS
 
 __all__ = [
     "AugmentConfig", "Config", "ConfigError", "DataConfig", "FrontendConfig", "ModelConfig",
-    "OptimConfig", "TrainerConfig", "config_from_dict", "config_to_dict", "expand_env",
+    "OptimConfig", "TrainerConfig", "config_from_dict", "config_to_dict", "data_config", "expand_env",
     "RESUME_KEYS", "load_config", "resume_changes", "resume_config", "save_config",
 ]
 
@@ -394,6 +394,22 @@ def config_from_dict(data: dict) -> Config:
     check_ranges(cfg)
     return cfg
 
+
+
+def data_config(name: str, root: str | None = None, overrides: typing.Sequence[str] = (), *, command: str,
+                defaults: dict[str, Any] | None = None) -> DataConfig:
+    """The :class:`DataConfig` of a tool that takes a dataset name rather than a recipe (``hear make-task``,
+    ``data shard``): ``data.name`` and ``data.root`` from its arguments, ``defaults`` on top of the
+    dataclass's, then the ``data.*`` overrides, validated as a recipe's are.
+
+    Raises:
+        ConfigError: an override outside ``data.*`` (naming ``command``), an unknown key or a bad value.
+    """
+    for item in overrides:
+        if not item.startswith("data."):
+            raise ConfigError(f"{item!r}: {command} takes data.* settings only (e.g. data.num_per_class=4)")
+    data: dict[str, Any] = {"name": name, "root": root or "", **(defaults or {})}
+    return config_from_dict(apply_overrides({"data": data}, list(overrides))).data
 
 # (section.key, test, what a valid value is): checked before any work or folder is made.
 _RANGES: list[tuple[str, Any, str]] = [

@@ -18,8 +18,8 @@ from typing import Any, Callable, Iterator
 
 from audiocnn.core.errors import EnvironmentFailure
 
-__all__ = ["WriteFailure", "append_text", "atomic_write", "atomic_write_text", "check_writable", "make_dirs",
-           "write_json"]
+__all__ = ["WriteFailure", "append_text", "atomic_file", "atomic_write", "atomic_write_text", "check_writable",
+           "make_dirs", "write_json"]
 
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 NOT_WRITABLE = frozenset({errno.EROFS, errno.EACCES})
@@ -113,6 +113,35 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
                 os.unlink(tmp)
             raise
 
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, *, setting: str | None = None) -> Iterator[Any]:
+    """A binary file written straight to a temporary sibling and renamed onto ``path`` when the block ends
+    without an error: :func:`atomic_write` for files too big to hold in memory (a 256 MB shard).
+
+    The writer meets the disk directly, so it must raise ``OSError`` on a failing disk (``tarfile``,
+    ``file.write`` do); on any exception the temporary file is removed and ``path`` is unchanged.
+
+    Raises:
+        WriteFailure: the disk is full or over quota, or the folder is read-only or not writable.
+    """
+    path = Path(path)
+    tmp = None
+    with _refusals(path, setting):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.chmod(tmp, 0o666 & ~_umask())
+            with os.fdopen(fd, "wb") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if tmp is not None and os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
 
 def _umask() -> int:
     mask = os.umask(0)

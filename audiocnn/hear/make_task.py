@@ -51,7 +51,7 @@ from typing import Any, Callable, Iterable, Literal, Sequence
 import numpy as np
 import soundfile as sf
 
-from audiocnn.config import ConfigError, apply_overrides, config_from_dict
+from audiocnn.config import data_config
 from audiocnn.audio.io import load_audio
 from audiocnn.data.datasets import build_splits, default_root
 from audiocnn.data.splits import DataError, Example
@@ -330,15 +330,6 @@ class MakeTaskResult:
                 f"-> {t.root}")
 
 
-def _data_config(name: str, root: str | None, overrides: Sequence[str]) -> Any:
-
-    for item in overrides:
-        if not item.startswith("data."):
-            raise ConfigError(f"{item!r}: make-task takes data.* settings only (e.g. data.num_per_class=4)")
-    data: dict[str, Any] = {"name": name, "root": root or "", **_DATA_DEFAULTS.get(name, {})}
-    return config_from_dict(apply_overrides({"data": data}, list(overrides))).data
-
-
 def make_task(
     dataset: str,
     out_dir: str | os.PathLike,
@@ -376,7 +367,8 @@ def make_task(
         raise HearTaskError(f"{existing.parent}: the task already exists; pass --overwrite (overwrite=True) to "
                             "rebuild it, or choose another output folder")
     start = time.perf_counter()
-    cfg = _data_config(dataset, None if root is None else str(root), overrides)
+    cfg = data_config(dataset, None if root is None else str(root), overrides, command="make-task",
+                      defaults=_DATA_DEFAULTS.get(dataset))
     source = convert(cfg)
     if sample_duration != "default":
         source.metadata.sample_duration = None if sample_duration is None else float(sample_duration)
