@@ -101,7 +101,9 @@ def repeat_index(src: Path, dst: Path, times: int) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=int, default=3, help="ESC-10 epochs per throughput run (default 3)")
-    p.add_argument("--repeat", type=int, default=20, help="how many times the large index repeats the data")
+    p.add_argument("--repeat", type=int, nargs="+", default=[20],
+                   help="how many times the large indexes repeat the training data (default 20)")
+    p.add_argument("--memory-only", action="store_true", help="only the peak-RSS runs (1x and each --repeat)")
     p.add_argument("--skip-digits", action="store_true", help="leave out the digits accuracy comparison")
     p.add_argument("--markdown", type=Path, help="also write the tables here")
     args = p.parse_args()
@@ -121,32 +123,37 @@ def main() -> int:
         esc = ["recipes/esc10.yaml", f"trainer.epochs={args.epochs}"]
         shards_esc = ["data.name=shards", f"data.root={url}/esc10"]
         cache = tmp / "cache"
-        train(esc[0], tmp / "runs-warm", "trainer.epochs=1", "trainer.max_steps_per_epoch=1",
-              f"data.cache_dir={cache}")
-        cases = [("files, decoded cache (recipe as shipped)", [f"data.cache_dir={cache}"]),
-                 ("shards over HTTP, 0 workers", shards_esc),
-                 ("shards over HTTP, 1 worker", [*shards_esc, "data.num_workers=1"])]
-        rows = []
-        for name, extra in cases:
-            r = train(esc[0], tmp / f"runs-{len(rows)}", *esc[1:], *extra)
-            rows.append((name, r))
-            print(name, r, flush=True)
-        base = rows[0][1]["samples_per_s"]
-        lines += ["| ESC-10 (fold 1 test) | epochs | samples/s | data wait | vs cache |", "|---|---:|---:|---:|---:|"]
-        lines += [f"| {n} | {r['epochs']} | {r['samples_per_s']:.1f} | {100 * r['data_wait']:.1f} % | "
-                  f"{r['samples_per_s'] / base:.2f}x |" for n, r in rows]
+        if not args.memory_only:
+            train(esc[0], tmp / "runs-warm", "trainer.epochs=1", "trainer.max_steps_per_epoch=1",
+                  f"data.cache_dir={cache}")
+            cases = [("files, decoded cache (recipe as shipped)", [f"data.cache_dir={cache}"]),
+                     ("shards over HTTP, 0 workers", shards_esc),
+                     ("shards over HTTP, 1 worker", [*shards_esc, "data.num_workers=1"])]
+            rows = []
+            for name, extra in cases:
+                r = train(esc[0], tmp / f"runs-{len(rows)}", *esc[1:], *extra)
+                rows.append((name, r))
+                print(name, r, flush=True)
+            base = rows[0][1]["samples_per_s"]
+            lines += ["| ESC-10 (fold 1 test) | epochs | samples/s | data wait | vs cache |",
+                      "|---|---:|---:|---:|---:|"]
+            lines += [f"| {n} | {r['epochs']} | {r['samples_per_s']:.1f} | {100 * r['data_wait']:.1f} % | "
+                      f"{r['samples_per_s'] / base:.2f}x |" for n, r in rows]
 
-        repeat_index(tmp / "esc10", tmp / f"esc10x{args.repeat}", args.repeat)
         mem = []
-        for name, root in (("1x", "esc10"), (f"{args.repeat}x", f"esc10x{args.repeat}")):
-            r = train(esc[0], tmp / f"runs-mem-{name}", "trainer.epochs=1", "data.name=shards", f"data.root={url}/{root}")
-            mem.append((name, r))
-            print("memory", name, r, flush=True)
+        for times in [1, *args.repeat]:
+            root = "esc10"
+            if times > 1:
+                root = f"esc10x{times}"
+                repeat_index(tmp / "esc10", tmp / root, times)
+            r = train(esc[0], tmp / f"runs-mem-{times}", "trainer.epochs=1", "data.name=shards", f"data.root={url}/{root}")
+            mem.append((f"{times}x", r))
+            print("memory", times, r, flush=True)
         lines += ["", "| one training process, 0 workers, 1 epoch | training examples streamed | peak RSS |",
                   "|---|---:|---:|"]
         lines += [f"| ESC-10 shards {n} | {r['train_samples']} | {r['rss_mib']} MiB |" for n, r in mem]
 
-        if not args.skip_digits:
+        if not (args.skip_digits or args.memory_only):
             shard("fsdd", data / "fsdd", tmp / "fsdd", 8000)
             files = train("recipes/digits.yaml", tmp / "runs-digits-files", f"data.cache_dir={cache}")
             ddp = train("recipes/digits.yaml", tmp / "runs-digits-shards", "data.name=shards",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import json
 import http.server
 import os
 import signal
@@ -139,6 +140,25 @@ def test_http_and_brace_patterns_read_what_the_folder_holds(ids_set, http_root):
     assert twice.examples("train") == 2 * N_TRAIN
     with pytest.raises(DataError, match="HTTP 404"):
         load_shards(f"{http_root}/missing")
+
+
+def test_two_gloo_processes_with_workers_see_each_example_once_over_http(ids_set, http_root, tmp_path):
+    """Two torchrun processes (gloo), 2 loader workers each, streaming over HTTP: every training example once
+    per epoch, no example on both ranks, and step k of both ranks together is the single process's step k."""
+    url = f"{http_root}/{ids_set.parent.name}/{ids_set.name}"
+    out = tmp_path / "seen.json"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={_free_port()}", str(Path(__file__).parent / "shard_ranks.py"), url, str(out), "2", RECIPE]
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout
+    ranks = json.loads(out.read_text())
+    single = shard_loaders(_data_cfg(ids_set), load_shards(str(ids_set)), seed=0)["train"]
+    for epoch in ("1", "2"):
+        a, b = ranks[0][epoch], ranks[1][epoch]
+        assert len(a) == len(b) == N_TRAIN // 8
+        assert sorted(i for batch in a + b for i in batch) == list(range(N_TRAIN))
+        assert [sorted(x + y) for x, y in zip(a, b)] == _epoch(single, int(epoch))
 
 
 def test_normaliser_sample_is_bounded(ids_set):
