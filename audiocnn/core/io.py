@@ -93,46 +93,34 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
         WriteFailure: the disk is full or over quota, or the folder is read-only or not writable; no
             temporary file is left behind and ``path``, if it existed, is unchanged.
     """
-    path = Path(path)
     buf = io.StringIO() if "b" not in mode else io.BytesIO()
     write(buf)
     data = buf.getvalue().encode() if isinstance(buf, io.StringIO) else buf.getbuffer()
-    tmp = None
-    with _refusals(path, setting, len(data)):
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; results are meant to be shared
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if tmp is not None and os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-
+    with atomic_file(path, setting=setting, size=len(data)) as f:
+        f.write(data)
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike, *, setting: str | None = None) -> Iterator[Any]:
+def atomic_file(path: str | os.PathLike, *, setting: str | None = None, size: int | None = None
+                ) -> Iterator[Any]:
     """A binary file written straight to a temporary sibling and renamed onto ``path`` when the block ends
     without an error: :func:`atomic_write` for files too big to hold in memory (a 256 MB shard).
 
     The writer meets the disk directly, so it must raise ``OSError`` on a failing disk (``tarfile``,
     ``file.write`` do); on any exception the temporary file is removed and ``path`` is unchanged.
 
+    ``size``, when known, goes into a full-disk message.
+
     Raises:
         WriteFailure: the disk is full or over quota, or the folder is read-only or not writable.
     """
     path = Path(path)
     tmp = None
-    with _refusals(path, setting):
+    with _refusals(path, setting, size):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-            os.chmod(tmp, 0o666 & ~_umask())
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; results are meant to be shared
             with os.fdopen(fd, "wb") as f:
                 yield f
                 f.flush()
@@ -142,6 +130,7 @@ def atomic_file(path: str | os.PathLike, *, setting: str | None = None) -> Itera
             if tmp is not None and os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+
 
 def _umask() -> int:
     mask = os.umask(0)

@@ -62,7 +62,7 @@ from audiocnn.data.shard_format import AUDIO_FORMATS, INDEX_FILE, ShardInfo, exa
 from audiocnn.data.splits import DataError, Example, Splits
 from audiocnn.tasks import get_task
 
-__all__ = ["ShardSet", "ShardLoader", "load_shards", "open_location", "shard_loaders"]
+__all__ = ["ShardSet", "ShardLoader", "load_shards", "open_location", "shard_loaders", "shard_set_of"]
 
 HTTP_TIMEOUT_S = 60.0
 """How long a read from an ``http(s)://`` shard may stall before the run stops with the URL."""
@@ -162,6 +162,12 @@ class _ShardExamples(Sequence):
         i %= len(self)
         s = int(np.searchsorted(self.ends, i, side="right"))
         return Example(f"{self.shards[s][0]}#{example_key(self.split, i)}", None)
+
+
+def shard_set_of(splits: Splits, root: str) -> ShardSet:
+    """The shard set behind splits built by the ``shards`` dataset (their rows hold the shard lists)."""
+    return ShardSet(root, splits.task, list(splits.labels),
+                    {name: rows.shards for name, rows in splits.parts().items() if isinstance(rows, _ShardExamples)})
 
 
 @register_dataset("shards")

@@ -15,7 +15,7 @@ from audiocnn.audio import AUDIO_EXTENSIONS, load_audio, sliding_windows
 from audiocnn.audio.io import decode_audio
 from audiocnn.config import Config
 from audiocnn.data import AudioCache, AudioDataset, build_loaders, build_splits, collate, prepare_splits
-from audiocnn.data.shards import ShardSet, fit_loader, load_shards, shard_loaders
+from audiocnn.data.shards import ShardSet, fit_loader, shard_loaders, shard_set_of
 from audiocnn.features import KINDS, FrequencyNorm, FrontendSettings, SpecAugment
 from audiocnn.features import mix as apply_mix
 from audiocnn.models.registry import InputSpec
@@ -60,11 +60,10 @@ class AudioModality(Modality):
     waveforms = True
 
     def load_data(self, cfg: Config) -> Data:
-        if cfg.data.name == "shards":  # streamed from tar shards, decoded in the loader workers, no cache
-            splits = build_splits(cfg.data)
-            shard_set = load_shards(cfg.data.root)
-            return Data(splits, shard_loaders(cfg.data, shard_set, seed=cfg.trainer.seed), shard_set)
         splits = build_splits(cfg.data)
+        if cfg.data.name == "shards":  # streamed from tar shards, decoded in the loader workers, no cache
+            shard_set = shard_set_of(splits, cfg.data.root)
+            return Data(splits, shard_loaders(cfg.data, shard_set, seed=cfg.trainer.seed), shard_set)
         cache = AudioCache(cfg.data.cache_dir or None, cfg.data.sample_rate, dataset=cfg.data.name)
         # Checked here so Data.splits holds exactly the examples the loaders serve (skipped files removed).
         splits = prepare_splits(splits, cache, on_error=cfg.data.on_error)
