@@ -31,6 +31,7 @@ from audiocnn.core.errors import AudiocnnError, ConfigError
 from audiocnn.commands import summary
 from audiocnn.config import load_config
 from audiocnn.core.io import atomic_write_text
+from audiocnn.core.threads import set_threads
 from audiocnn.data.download import download
 from audiocnn.data.shard_writer import DEFAULT_SHARD_SIZE, parse_size, write_shards
 from audiocnn.deploy.serve import ServeSettings, serve
@@ -55,6 +56,7 @@ __all__ = ["main"]
 def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume:  # `--resume RUN key=value ...`: argparse takes the first override for the recipe
         overrides = ([args.recipe] if args.recipe else []) + args.overrides
+        overrides += [f"trainer.threads={args.threads}"] if args.threads else []
         if args.recipe and "=" not in args.recipe:
             raise ConfigError(f"--resume takes the run folder, not a recipe ({args.recipe}): the run's own config "
                               "is used, with overrides of the keys that may change (trainer.epochs=N ...)")
@@ -63,7 +65,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if not args.recipe:
             raise ConfigError("usage: audiocnn train RECIPE.yaml [key.sub=value ...]  or  "
                               "audiocnn train --resume RUN_DIR [trainer.epochs=N ...]")
-        cfg = load_config(args.recipe, args.overrides)
+        cfg = load_config(args.recipe, args.overrides + ([f"trainer.threads={args.threads}"] if args.threads else []))
         run_dir = train(cfg)
     if env_rank() == 0:  # under torchrun, once
         print(f"run folder: {run_dir}")
@@ -248,22 +250,26 @@ _positive = _at_least(0.0, float, strict=True)
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="audiocnn", description="Audio classification with CNNs on spectrograms.")
     sub = p.add_subparsers(dest="command", required=True)
+    threads = argparse.ArgumentParser(add_help=False)
+    threads.add_argument("--threads", type=_at_least(1), default=None,
+                         help="torch CPU threads (default: AUDIOCNN_NUM_THREADS, else OMP_NUM_THREADS, else the CPUs "
+                              "this process may use)")
 
-    t = sub.add_parser("train", help="train a recipe (or resume a run)")
+    t = sub.add_parser("train", parents=[threads], help="train a recipe (or resume a run)")
     t.add_argument("recipe", nargs="?", help="recipe YAML, e.g. recipes/digits.yaml")
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=3e-4 trainer.epochs=5")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint; overrides may "
                    "change only keys that touch neither model nor data (trainer.epochs=N extends it)")
     t.set_defaults(func=_cmd_train)
 
-    e = sub.add_parser("evaluate", help="metrics, confusion matrix and per-class report for a run")
+    e = sub.add_parser("evaluate", parents=[threads], help="metrics, confusion matrix and per-class report for a run")
     e.add_argument("run_dir")
     e.add_argument("--split", default="test", help="test (default), val, train, or an extra test split (test_inverted)")
     e.add_argument("--checkpoint", default="best", help="best, last, or a .pt path")
     e.add_argument("--device", default=None)
     e.set_defaults(func=_cmd_evaluate)
 
-    pr = sub.add_parser("predict", help="top-k labels for audio (or, for image runs, image) files or folders")
+    pr = sub.add_parser("predict", parents=[threads], help="top-k labels for audio (or, for image runs, image) files or folders")
     pr.add_argument("run_dir", metavar="RUN_DIR_OR_MODEL", help="a run folder, or a released model (panns_cnn14 ...) "
                                                              "with --weights")
     pr.add_argument("--weights", default=None, help="a released model's weights file, e.g. Cnn14_mAP=0.431.pth")
@@ -309,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--out", default=None, help="figure file, .png or .svg (default: <audio name>.png here)")
     sh.set_defaults(func=_cmd_show)
 
-    r = sub.add_parser("report", help="a self-contained report.html for a run folder")
+    r = sub.add_parser("report", parents=[threads], help="a self-contained report.html for a run folder")
     r.add_argument("run_dir")
     r.add_argument("--split", default="test", help="test (default), val, train, or an extra test split of the recipe")
     r.add_argument("--examples", type=_at_least(0), default=4, help="correct and wrong examples shown, each (default: 4)")
@@ -318,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default=None, help="where to write the page (default: RUN_DIR/report.html)")
     r.set_defaults(func=_cmd_report)
 
-    em = sub.add_parser("embed", help="embeddings of audio files with VGGish, a released model, CREPE or a trained "
+    em = sub.add_parser("embed", parents=[threads], help="embeddings of audio files with VGGish, a released model, CREPE or a trained "
                                       "run (layer before the head)")
     em.add_argument("model", metavar="MODEL_OR_RUN", help="vggish, a released model (panns_cnn14 ...), crepe_tiny, "
                                                          "crepe_full, or an audiocnn run folder")
@@ -395,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     mk.add_argument("--progress", default="auto", choices=["auto", "always", "never"])
     mk.set_defaults(func=_cmd_hear)
 
-    he = sub.add_parser("hear-eval", help="HEAR downstream evaluation (heareval 2021.1.3's protocol): scores.json, "
+    he = sub.add_parser("hear-eval", parents=[threads], help="HEAR downstream evaluation (heareval 2021.1.3's protocol): scores.json, "
                                           "scores.md")
     he.add_argument("module", nargs="?", default=None, metavar="MODULE_OR_RUN",
                     help="a HEAR module's import name (audiocnn.hear, hearbaseline) or an audiocnn run folder")
@@ -413,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     he.set_defaults(func=_cmd_hear_eval)
 
     d0 = ServeSettings()
-    sv = sub.add_parser("serve", help="HTTP API for a run: POST /predict, GET /health, GET /labels (no authentication)")
+    sv = sub.add_parser("serve", parents=[threads], help="HTTP API for a run: POST /predict, GET /health, GET /labels (no authentication)")
     sv.add_argument("run_dir")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only; there is no "
                                                         "authentication, put a proxy in front for anything wider)")
@@ -454,6 +460,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     try:
+        if args.command not in ("train", "stream"):  # train: trainer.threads; stream: its own --threads
+            set_threads(getattr(args, "threads", None))
         return args.func(args)
     except AudiocnnError as e:  # expected failures: one line, the error's own exit status
         print(f"error: {e}", file=sys.stderr)

@@ -181,6 +181,9 @@ class TrainerConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     """Mixed precision for the model (bf16 works on CPUs with AMX); the front-end stays float32."""
     channels_last: bool = False
+    threads: int = 0
+    """CPU threads for torch (``--threads``); 0: ``AUDIOCNN_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the CPUs
+    this process may use (affinity and cgroup quota) shared among torchrun's local processes."""
     grad_clip: float = 0.0
     """Clip the gradient norm to this value; 0 disables."""
     monitor: str = ""
@@ -218,7 +221,7 @@ class TrainerConfig:
 
 RESUME_KEYS = ("trainer.epochs", "trainer.early_stopping", "trainer.report", "trainer.progress",
                "trainer.log_every_s", "trainer.loggers", "trainer.device", "trainer.top_k",
-               "trainer.checkpoint_every_steps")
+               "trainer.checkpoint_every_steps", "trainer.threads")
 """The keys ``audiocnn train --resume RUN key=value`` may change: none changes the model or the data."""
 
 

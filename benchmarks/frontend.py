@@ -3,6 +3,7 @@
     python benchmarks/frontend.py                      # log-mel and MFCC, 64 clips x 30 s at 22050 Hz
     python benchmarks/frontend.py --clips 16 --seconds 10 --device cuda
     python benchmarks/frontend.py --markdown frontend.md   # also write the tables as markdown
+    python benchmarks/frontend.py --load busy --backends torch   # while another process keeps one core busy
 
 Settings: n_fft 2048, hop 512, 128 mels (MFCC: 20 coefficients on that log-mel), Slaney mel scale
 and norm, centre padding with zeros, float32. The baseline is librosa in a per-clip loop, the way
@@ -18,6 +19,11 @@ above the level before the timed call, sampled every millisecond (CPU), or
 Each backend's output is also compared with librosa: max abs dB difference over bins within 75 dB of
 each clip's peak for log-mel (below that, float32 rounding of the power dominates), max abs
 difference for MFCC.
+
+``--load busy`` (or ``trainers``, see ``benchmarks/load.py``) runs every timing, librosa's included, while
+competing processes run. Each timing process sets OpenMP's wait policy as the ``audiocnn`` command does
+(:func:`audiocnn.core.threads.prepare_environment`, before torch loads); ``--openmp libgomp`` keeps libgomp's
+defaults instead (idle threads spin about 300,000 iterations), the behaviour before that setting.
 """
 from __future__ import annotations
 
@@ -31,12 +37,20 @@ import threading
 import time
 from typing import Callable
 
-import librosa
-import numpy as np
-import torch
+from audiocnn.core.threads import prepare_environment
 
-from audiocnn.config import FrontendConfig
-from audiocnn.features import FrontendSettings
+if os.environ.get("AUDIOCNN_BENCH_OPENMP", "audiocnn") == "audiocnn":  # before torch loads, as the command line
+    prepare_environment()
+
+import librosa  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from load import LOADS, competing  # noqa: E402
+
+from audiocnn.config import FrontendConfig  # noqa: E402
+from audiocnn.features import FrontendSettings  # noqa: E402
 
 N_FFT, HOP, N_MELS, N_MFCC = 2048, 512, 128, 20
 
@@ -149,6 +163,10 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--backends", nargs="*", default=["torch", "nnaudio", "torchaudio"])
     p.add_argument("--markdown", default=None, help="also write the tables to this markdown file")
+    p.add_argument("--load", choices=list(LOADS), default="idle",
+                   help="competing processes during every timing (benchmarks/load.py; default idle)")
+    p.add_argument("--openmp", choices=["audiocnn", "libgomp"], default="audiocnn",
+                   help="OpenMP wait policy of the timing processes: audiocnn's (default) or libgomp's defaults")
     p.add_argument("--time-one", nargs=2, metavar=("METHOD", "KIND"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.time_one:
@@ -159,7 +177,8 @@ def main() -> None:
     header = (f"{args.clips} clips x {args.seconds:g} s at {sr} Hz, n_fft {N_FFT}, hop {HOP}, {N_MELS} mels, "
               f"batch {args.batch_size}, device {args.device}, torch {torch.__version__} ({torch.get_num_threads()} "
               f"threads), librosa {librosa.__version__}, numpy {np.__version__}, {platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} CPUs, {dt.date.today()}, best of {args.rounds} interleaved rounds, one process per timing")
+              f"{os.cpu_count()} CPUs, {dt.date.today()}, best of {args.rounds} interleaved rounds, one process per timing, "
+              f"load {args.load}, OpenMP {args.openmp}")
     print(header)
     lines = [header, ""]
     child = [sys.executable, __file__, "--clips", str(args.clips), "--seconds", str(args.seconds), "--sample-rate",
@@ -177,11 +196,13 @@ def main() -> None:
             diffs[backend] = error_vs_librosa(kind, out, ref)
         best = {m: float("inf") for m in methods}
         peak = {m: 0.0 for m in methods}
-        for _ in range(args.rounds):
-            for m in methods:
-                proc = subprocess.run([*child, "--time-one", m, kind], capture_output=True, text=True, check=True)
-                seconds, mb = map(float, proc.stdout.split()[-2:])
-                best[m], peak[m] = min(best[m], seconds), max(peak[m], mb)
+        env = dict(os.environ, AUDIOCNN_BENCH_OPENMP=args.openmp)
+        with competing(args.load):
+            timings = [(m, subprocess.run([*child, "--time-one", m, kind], capture_output=True, text=True, check=True,
+                                          env=env)) for _ in range(args.rounds) for m in methods]
+        for m, proc in timings:
+            seconds, mb = map(float, proc.stdout.split()[-2:])
+            best[m], peak[m] = min(best[m], seconds), max(peak[m], mb)
         base = best["librosa"]
         rows = [f"| {kind} | method | audio-s / s | vs librosa | max diff vs librosa | peak extra memory (MB) |",
                 "|---|---|---:|---:|---:|---:|"]

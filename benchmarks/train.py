@@ -2,6 +2,7 @@
 
     AUDIOCNN_DATA=../shared/datasets python benchmarks/train.py                     # digits (full) and esc10 (3 epochs)
     AUDIOCNN_DATA=../shared/datasets python benchmarks/train.py --recipes digits --epochs digits=2
+    AUDIOCNN_DATA=../shared/datasets python benchmarks/train.py --load             # digits on a busy machine
     ... --markdown train.md                                                         # also write the table
 
 audiocnn: ``audiocnn train RECIPE`` in a subprocess, exactly as a user runs it (decoded once into a cold
@@ -16,6 +17,13 @@ standard shuffled ``DataLoader`` (``--baseline-workers``: each count is run, def
 one is the reference for the speed-up), and a plain
 loop over the same network (the recipe's ``model``, built by audiocnn), AdamW and a cosine schedule with the
 recipe's settings, float32. Its time is measured the same way (time per epoch, time inside ``next(loader)``).
+
+``--load``: digits.yaml's epoch time on a busy machine instead (the accuracy comparison is left out). For each load
+of ``benchmarks/load.py`` (idle; one process keeping one core busy; two competing torch training processes), and
+for each thread setting: audiocnn as shipped (its OpenMP wait policy and thread count), libgomp's default wait
+policy (``GOMP_SPINCOUNT=300000``, how audiocnn ran before it set one), and ``trainer.threads=1``. Each run is
+``--load-epochs`` epochs (median after the first); the table gives each load's epoch time over the idle one of the
+same setting, and each setting's over ``trainer.threads=1`` under the same load.
 
 Epoch time is training only (validation excluded on both sides), the median over epochs after the first
 (warm-up: worker start, cache misses, allocator). Test accuracy is on the recipe's test split, centre crops,
@@ -43,7 +51,9 @@ from torch.utils.data import DataLoader, Dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from load import LOADS, competing  # noqa: E402  (benchmarks/load.py)
 from audiocnn.config import load_config  # noqa: E402
 from audiocnn.data import build_splits  # noqa: E402
 from audiocnn.build import build_classifier  # noqa: E402
@@ -143,10 +153,13 @@ def run_baseline(recipe: str, overrides: list[str], epochs: int | None, workers:
 # ------------------------------------------------------------------------------------------------------------
 # audiocnn, as a user runs it
 
-def run_audiocnn(recipe: str, overrides: list[str], epochs: int | None, extra_overrides: tuple[str, ...] = ()) -> dict:
-    """``audiocnn train RECIPE`` as a user runs it (plus ``extra_overrides``), timings from its metrics.csv."""
+def run_audiocnn(recipe: str, overrides: list[str], epochs: int | None, extra_overrides: tuple[str, ...] = (),
+                 extra_env: dict | None = None, accuracy: bool = True) -> dict:
+    """``audiocnn train RECIPE`` as a user runs it (plus ``extra_overrides`` and ``extra_env``), timings from its
+    metrics.csv; ``accuracy=False`` skips the last-epoch test evaluation."""
     out = Path(tempfile.mkdtemp(prefix="bench-train-"))
     env = dict(os.environ, AUDIOCNN_CACHE=str(out / "cache"))  # a cold cache: decoding is part of the first epoch
+    env.update(extra_env or {})
     extra = [f"trainer.epochs={epochs}"] if epochs else []
     cmd = [sys.executable, "-m", "audiocnn", "train", recipe, f"trainer.output_dir={out / 'runs'}",
            "trainer.report=false", "trainer.progress=never", *overrides, *extra, *extra_overrides]
@@ -164,7 +177,7 @@ def run_audiocnn(recipe: str, overrides: list[str], epochs: int | None, extra_ov
     times = [float(r["train_time_s"]) for r in rows]
     waits = [float(r["data_wait"]) for r in rows]
     test = json.loads(next(run.glob("eval/test_metrics.json")).read_text())
-    last = _last_epoch_test_accuracy(run)
+    last = _last_epoch_test_accuracy(run) if accuracy else float("nan")
     name = "audiocnn train" + (f" {' '.join(extra_overrides)}" if extra_overrides else " (recipe as shipped)")
     res = _summary(name, times, waits, int(rows[-1]["train_samples"]), last, len(rows))
     res.update(best_checkpoint_accuracy=test["accuracy"], wall_s=wall)
@@ -185,8 +198,42 @@ def _summary(name: str, times: list[float], waits: list[float], samples: int, ac
             "samples_per_s": samples / epoch, "data_wait": statistics.median(wsteady), "test_accuracy": acc}
 
 
+THREAD_SETTINGS = {  # name -> (overrides, environment)
+    "audiocnn (as shipped)": ((), {}),
+    "libgomp default wait (GOMP_SPINCOUNT=300000)": ((), {"GOMP_SPINCOUNT": "300000"}),
+    "trainer.threads=1": (("trainer.threads=1",), {}),
+}
+
+
+def run_loaded(epochs: int, rounds: int) -> list[str]:
+    """digits.yaml under each load of ``benchmarks/load.py`` and each of :data:`THREAD_SETTINGS`: table lines."""
+    recipe, overrides = RECIPES["digits"]
+    times: dict[tuple[str, str], list[float]] = {}
+    for _ in range(rounds):
+        for load in LOADS:
+            with competing(load):
+                for name, (extra, env) in THREAD_SETTINGS.items():
+                    r = run_audiocnn(recipe, overrides, epochs, extra, env, accuracy=False)
+                    times.setdefault((load, name), []).append(r["epoch_s"])
+                    print(json.dumps({"load": load, "setting": name, **r}), flush=True)
+    epoch = {k: statistics.median(v) for k, v in times.items()}
+    one = "trainer.threads=1"
+    lines = [f"digits.yaml, {epochs} epochs a run (epoch time: median after the first; median of {rounds} rounds)",
+             "", "| load | threads / wait policy | epoch (s) | vs idle, same setting | vs trainer.threads=1, same load |",
+             "|---|---|---:|---:|---:|"]
+    for load in LOADS:
+        for name in THREAD_SETTINGS:
+            t = epoch[load, name]
+            lines.append(f"| {load} | {name} | {t:.2f} | {t / epoch['idle', name]:.2f}x | "
+                         f"{t / epoch[load, one]:.2f}x |")
+    return lines
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--load", action="store_true", help="digits.yaml's epoch time under load (see above) instead")
+    p.add_argument("--load-epochs", type=int, default=3, help="epochs of each --load run (default 3)")
+    p.add_argument("--rounds", type=int, default=1, help="--load: repeat every run this many times (default 1)")
     p.add_argument("--recipes", nargs="*", default=list(RECIPES))
     p.add_argument("--epochs", default="", help="per recipe, e.g. digits=2,esc10=3 (default: digits full, esc10 3)")
     p.add_argument("--baseline-workers", type=int, nargs="+", default=[0, 2])
@@ -195,6 +242,12 @@ def main() -> None:
                    default=None, help="an extra audiocnn run with these overrides, repeatable "
                                       "(default: one with trainer.precision=bf16)")
     args = p.parse_args()
+    if args.load:
+        lines = run_loaded(args.load_epochs, args.rounds)
+        print("\n".join(lines))
+        if args.markdown:
+            Path(args.markdown).write_text("\n".join(lines) + "\n")
+        return
     if args.variants is None:
         args.variants = [("trainer.precision=bf16",)]
     epochs = dict(DEFAULT_EPOCHS)

@@ -25,6 +25,7 @@ from audiocnn.core.checkpoint import capture_rng, load_checkpoint, restore_rng, 
 from audiocnn.core.errors import ConfigError, EnvironmentFailure
 from audiocnn.core.io import WriteFailure, check_writable, write_json
 from audiocnn.core.runtime import seed_everything, show_progress
+from audiocnn.core.threads import set_threads
 from audiocnn.data.loader import EpochShuffleSampler, make_loader
 from audiocnn.engine.distributed import DistContext, elastic_resume, remember_elastic_run, setup
 from audiocnn.engine.logging import ProgressLine, RunLogger, check_loggers, write_env
@@ -306,6 +307,7 @@ def _relayout_schedule(scheduler, optimizer: torch.optim.Optimizer) -> None:
 
 def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path | None, quiet: bool) -> Trained:
     tr = cfg.trainer
+    set_threads(tr.threads)
     seed_everything(tr.seed + ctx.rank, tr.deterministic)  # each process its own dropout, masks, mixup
     if state is None and cfg.data.name == "shards" and not cfg.data.streams:  # fixed for the run (and its resumes)
         cfg.data.streams = ctx.world_size * max(cfg.data.num_workers, 1)
