@@ -136,7 +136,7 @@ def run_sections(sections: list[tuple[str, Callable[[], Outcome]]]) -> list[Outc
             out = fn()
         except Skipped as e:
             out = Outcome(name, status="skipped", reason=str(e))
-        except Exception as e:  # noqa: BLE001  (reported in the table, and the exit status is 1)
+        except (Exception, SystemExit) as e:  # noqa: BLE001  (in the table, exit status 1; hear_compare exits)
             traceback.print_exc()
             last = (str(e).strip().splitlines() or [""])[-1]
             out = Outcome(name, status="error", reason=f"{type(e).__name__}: {last}")
