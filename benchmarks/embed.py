@@ -2,6 +2,7 @@
 
     python benchmarks/embed.py                          # 64 ESC-10 clips (5 s, 16 kHz), CPU
     python benchmarks/embed.py --files 128 --device cuda --weights vggish-10086976.pth
+    python benchmarks/embed.py --files 8 --rounds 1 --json embed.json   # also write the numbers as JSON
 
 Both sides embed the same files with the same weights, in the same run, so the ratios compare like with like:
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import shutil
@@ -107,6 +109,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2, help="interleaved repetitions; times are summed")
     p.add_argument("--device", default="cpu")
     p.add_argument("--weights", default=None, help="a real vggish-10086976.pth (default: random weights)")
+    p.add_argument("--json", default=None, help="also write the timings and checks to this JSON file")
     args = p.parse_args()
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -157,12 +160,23 @@ def main() -> None:
     print(f"{len(files)} files x {args.rounds} rounds, {audio_s:.0f} s of audio, {n_windows} windows per round; "
           f"batch {args.batch_size}")
     print(f"{'path':<46} {'seconds':>8} {'x realtime':>11} {'audio h / min':>14} {'vs reference':>13}")
-    for name, t in [("reference torchvggish, one file at a time", t_ref), ("audiocnn embed, float32 (batched)", t_32),
-                    ("audiocnn embed, bf16 (batched)", t_16)]:
+    paths = {"reference": ("reference torchvggish, one file at a time", t_ref),
+             "fp32": ("audiocnn embed, float32 (batched)", t_32), "bf16": ("audiocnn embed, bf16 (batched)", t_16)}
+    for name, t in paths.values():
         print(f"{name:<46} {t:>8.2f} {audio_s / t:>10.1f}x {audio_s / t / 60:>14.2f} {t_ref / t:>12.2f}x")
     print(f"float32 vs reference: max |diff| / max |ref| per file, worst file: {err32:.2e}")
     print(f"bf16 vs float32: relative L2 {rel_l2:.2e}, max |diff| / max |fp32| {max_rel:.2e}, min cosine {cos:.5f}; "
           f"first-batch check: {bf16.deviation}")
+    if args.json:
+        doc = {"device": str(device), "files": len(files), "rounds": args.rounds, "audio_s": audio_s,
+               "windows_per_round": n_windows, "batch_size": args.batch_size,
+               "weights": "real" if args.weights else "random",
+               "paths": {k: {"name": name, "seconds": t, "audio_h_per_min": audio_s / t / 60, "vs_reference": t_ref / t}
+                         for k, (name, t) in paths.items()},
+               "fp32_vs_reference_max_rel": err32, "bf16_vs_fp32": {"rel_l2": rel_l2, "max_rel": max_rel,
+                                                                    "min_cosine": cos}}
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=2)
 
 
 if __name__ == "__main__":

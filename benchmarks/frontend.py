@@ -4,6 +4,7 @@
     python benchmarks/frontend.py --clips 16 --seconds 10 --device cuda
     python benchmarks/frontend.py --markdown frontend.md   # also write the tables as markdown
     python benchmarks/frontend.py --load busy --backends torch   # while another process keeps one core busy
+    python benchmarks/frontend.py --kinds logmel --json frontend.json   # log-mel only, raw numbers as JSON
 
 Settings: n_fft 2048, hop 512, 128 mels (MFCC: 20 coefficients on that log-mel), Slaney mel scale
 and norm, centre padding with zeros, float32. The baseline is librosa in a per-clip loop, the way
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import subprocess
@@ -162,11 +164,13 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--device", default="cpu")
     p.add_argument("--backends", nargs="*", default=["torch", "nnaudio", "torchaudio"])
+    p.add_argument("--kinds", nargs="+", choices=["logmel", "mfcc"], default=["logmel", "mfcc"])
     p.add_argument("--markdown", default=None, help="also write the tables to this markdown file")
     p.add_argument("--load", choices=list(LOADS), default="idle",
                    help="competing processes during every timing (benchmarks/load.py; default idle)")
     p.add_argument("--openmp", choices=["audiocnn", "libgomp"], default="audiocnn",
                    help="OpenMP wait policy of the timing processes: audiocnn's (default) or libgomp's defaults")
+    p.add_argument("--json", default=None, help="also write every timing to this JSON file")
     p.add_argument("--time-one", nargs=2, metavar=("METHOD", "KIND"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.time_one:
@@ -183,7 +187,8 @@ def main() -> None:
     lines = [header, ""]
     child = [sys.executable, __file__, "--clips", str(args.clips), "--seconds", str(args.seconds), "--sample-rate",
              str(sr), "--batch-size", str(args.batch_size), "--device", args.device]
-    for kind in ("logmel", "mfcc"):
+    results = {"header": header, "audio_s": total_s, "kinds": {}}
+    for kind in args.kinds:
         ref = [librosa_features(clip, sr, kind) for clip in audio]
         methods, errors, diffs = ["librosa"], {}, {}
         for backend in args.backends:
@@ -204,6 +209,10 @@ def main() -> None:
             seconds, mb = map(float, proc.stdout.split()[-2:])
             best[m], peak[m] = min(best[m], seconds), max(peak[m], mb)
         base = best["librosa"]
+        results["kinds"][kind] = {
+            "methods": {m: {"seconds": best[m], "audio_s_per_s": total_s / best[m], "vs_librosa": base / best[m],
+                            "peak_mb": peak[m], "max_diff": diffs.get(m)} for m in methods},
+            "unavailable": errors}
         rows = [f"| {kind} | method | audio-s / s | vs librosa | max diff vs librosa | peak extra memory (MB) |",
                 "|---|---|---:|---:|---:|---:|"]
         for m in methods:
@@ -216,6 +225,9 @@ def main() -> None:
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write("\n".join(lines))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -220,6 +220,7 @@ def test_vggish_weights_file(vggish_weights):
     torch.testing.assert_close(hear.get_scene_embeddings(audio, prefixed), emb[:, 3])   # 150 ms: nearest 130 ms
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_matches_cpu(run_dir):
     audio = noise(3, 1.1, 16000, seed=8)
