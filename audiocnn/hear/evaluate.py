@@ -35,11 +35,19 @@ predictor is trained on the embeddings and scored on held-out data exactly as
 - Scores (:mod:`audiocnn.hear.scores`): every metric of the task's ``evaluation`` on each split's test data;
   mean and sample standard deviation (n - 1) over splits.
 
-Speed: all embeddings stay in tensors on the device, the training loop is plain PyTorch, the scene scores are
-vectorised, and the event postprocessing of all files is a few tensor operations on precomputed indices (only
-the matching of estimated to reference onsets walks the events). What remains is the predictor's arithmetic,
-which the protocol fixes: on a CPU a 1024-wide hidden layer makes it the larger part of heareval's time too
-(``benchmarks/hear/RESULTS.md``: 1.2-1.7x faster there; 4.7-5.9x with a 64-wide predictor).
+Speed: all embeddings stay in tensors on the device, the scene scores are vectorised, and the event
+postprocessing of all files is a few tensor operations on precomputed indices (only the matching of estimated to
+reference onsets walks the events). Training is batched by default (:mod:`~audiocnn.hear.batched`): the grid
+points of one depth train as one stacked model (one ``baddbmm`` per layer for all members, PyTorch's batch-norm
+kernel over members x features channels, a hand-written Adam over the stacked tensors with a learning rate per
+member), then the other splits of the chosen point as one more; a member that stops early leaves the stack. Each
+member computes what it would alone (its own batches in stored order, batch statistics, dropout mask, Adam state
+and early stopping; ``tests/test_hear_batched.py`` checks kept epochs and scores against the sequential trainer,
+``batched=False`` / ``--no-batched``). Batching saves launches and Python overhead, not arithmetic: on a CPU
+the 1024-wide predictor's matrix products, which the protocol fixes, remain most of the time in either trainer
+(``benchmarks/hear/RESULTS.md`` has the measured ratios to heareval, taken before batching). ``precision="bf16"``
+(``--precision bf16``) autocasts the predictor's matrix products to bfloat16; it pays only where the hardware
+has bfloat16 matrix units, and scores move by a few thousandths on average.
 
 One deliberate difference: a last training batch of a single row is dropped (batch norm cannot train on one
 row; heareval stops with an error there).

@@ -2,8 +2,10 @@
 stacked tensors with a learning rate per member (:class:`StackedAdam`).
 
 Member ``i`` of a stack computes what its own :class:`~audiocnn.hear.predictor.DownstreamMLP` would: batch-norm
-statistics over its own rows, its own dropout mask, its own Adam state and step count. Rows are laid out
-``(members, rows, features)``; members whose batches differ in length carry a row mask.
+statistics over its own rows, its own dropout mask, its own Adam state and step count. Inside, activations are
+``(members, features, rows)``: each layer is one ``baddbmm`` and batch norm is PyTorch's own kernel over
+``members x features`` channels. Members whose batches differ in length carry a row mask (batch norm then
+computes its masked statistics by hand).
 """
 from __future__ import annotations
 
@@ -20,8 +22,8 @@ _BN_EPS, _BN_MOMENTUM = 1e-5, 0.1          # nn.BatchNorm1d's defaults
 class StackedMLP:
     """``m`` :class:`~audiocnn.hear.predictor.DownstreamMLP` of one depth and width as stacked tensors.
 
-    Parameters (``requires_grad``) per hidden block ``l``: ``weight[l] (m, in, out)``, ``bias[l] (m, out)``,
-    ``gamma[l]`` and ``beta[l] (m, out)``; the head ``weight[-1] (m, hidden, classes)``, ``bias[-1]``. Buffers:
+    Parameters (``requires_grad``) per hidden block ``l``: ``weight[l] (m, out, in)``, ``bias[l] (m, out)``,
+    ``gamma[l]`` and ``beta[l] (m, out)``; the head ``weight[-1] (m, classes, hidden)``, ``bias[-1]``. Buffers:
     ``running_mean[l]``, ``running_var[l] (m, out)`` and ``tracked (m,)`` batches.
 
     Args:
@@ -44,13 +46,13 @@ class StackedMLP:
 
         self.weight, self.bias, self.gamma, self.beta, self.running_mean, self.running_var = [], [], [], [], [], []
         for layer in range(self.depth):
-            self.weight.append(stack(lambda i: blocks[i][layer][0].weight.T))
+            self.weight.append(stack(lambda i: blocks[i][layer][0].weight))
             self.bias.append(stack(lambda i: blocks[i][layer][0].bias))
             self.gamma.append(stack(lambda i: blocks[i][layer][1].weight))
             self.beta.append(stack(lambda i: blocks[i][layer][1].bias))
             self.running_mean.append(stack(lambda i: blocks[i][layer][1].running_mean))
             self.running_var.append(stack(lambda i: blocks[i][layer][1].running_var))
-        self.weight.append(stack(lambda i: models[i].head.weight.T))
+        self.weight.append(stack(lambda i: models[i].head.weight))
         self.bias.append(stack(lambda i: models[i].head.bias))
         self.tracked = torch.zeros(len(models), dtype=torch.long, device=self.weight[0].device)
         for p in self.parameters():
@@ -85,42 +87,45 @@ class StackedMLP:
                 batch statistics.
         """
         m = len(self)
-        h = x.expand(m, *x.shape) if x.dim() == 2 else x
+        h = x.T.expand(m, *x.T.shape) if x.dim() == 2 else x.transpose(1, 2)      # (m, in, rows)
+        cols = None if rows is None else rows.unsqueeze(1)                          # (m, 1, rows)
         for layer in range(self.depth):
-            h = torch.baddbmm(self.bias[layer].unsqueeze(1), h, self.weight[layer])
-            h = self._batch_norm(h, layer, training, rows)
+            h = torch.baddbmm(self.bias[layer].unsqueeze(2), self.weight[layer], h)
+            h = self._batch_norm(h, layer, training, cols)
             if training and self.drop_rate:
-                h = F.dropout(h, self.drop_rate, training=True)
+                h = self._dropout(h)
             h = torch.relu(h)
-        return torch.baddbmm(self.bias[-1].unsqueeze(1), h, self.weight[-1])
+        return torch.baddbmm(self.bias[-1].unsqueeze(2), self.weight[-1], h).transpose(1, 2)
 
-    def _batch_norm(self, h: torch.Tensor, layer: int, training: bool, rows: torch.Tensor | None) -> torch.Tensor:
-        """``nn.BatchNorm1d`` per member over its own rows: ``(m, rows, out) -> (m, rows, out)``."""
+    def _dropout(self, h: torch.Tensor) -> torch.Tensor:
+        """``F.dropout`` with the mask drawn in ``(m, rows, out)`` order, as a lone member draws its own."""
+        keep = 1 - self.drop_rate
+        mask = torch.empty(h.shape[0], h.shape[2], h.shape[1], dtype=h.dtype, device=h.device).bernoulli_(keep)
+        return h * mask.div_(keep).transpose(1, 2)
+
+    def _batch_norm(self, h: torch.Tensor, layer: int, training: bool, cols: torch.Tensor | None) -> torch.Tensor:
+        """``nn.BatchNorm1d`` per member over its own rows: ``(m, out, rows) -> (m, out, rows)``."""
         h = h.float()                                          # bf16 autocast: the statistics in float32
-        gamma, beta = self.gamma[layer].unsqueeze(1), self.beta[layer].unsqueeze(1)
-        if not training:
-            mean, var = self.running_mean[layer].unsqueeze(1), self.running_var[layer].unsqueeze(1)
-            return (h - mean) * torch.rsqrt(var + _BN_EPS) * gamma + beta
-        if rows is None:
-            n = torch.full((h.shape[0], 1, 1), h.shape[1], dtype=h.dtype, device=h.device)
-            mean = h.mean(1, keepdim=True)
-            centred = h - mean
-            var = (centred * centred).mean(1, keepdim=True)
-        else:
-            w = rows.to(h.dtype).unsqueeze(2)                  # (m, rows, 1)
-            n = w.sum(1, keepdim=True).clamp_min(1)
-            mean = (h * w).sum(1, keepdim=True) / n
-            centred = h - mean
-            var = (centred * centred * w).sum(1, keepdim=True) / n
+        m, c, n = h.shape
+        rm, rv = self.running_mean[layer], self.running_var[layer]
+        if cols is None or not training:
+            if training:
+                self.tracked += 1 if layer == 0 else 0
+            return F.batch_norm(h.reshape(1, m * c, n), rm.view(-1), rv.view(-1), self.gamma[layer].reshape(-1),
+                                self.beta[layer].reshape(-1), training, _BN_MOMENTUM, _BN_EPS).view(m, c, n)
+        w = cols.to(h.dtype)
+        count = w.sum(2, keepdim=True)                         # (m, 1, 1)
+        mean = (h * w).sum(2, keepdim=True) / count.clamp_min(1)
+        centred = h - mean
+        var = (centred * centred * w).sum(2, keepdim=True) / count.clamp_min(1)
         with torch.no_grad():
-            unbiased = var * n / (n - 1).clamp_min(1)
-            live = (n > 1).squeeze(2)                           # a member without rows this step keeps its stats
-            rm, rv = self.running_mean[layer], self.running_var[layer]
-            rm.copy_(torch.where(live, torch.lerp(rm, mean.squeeze(1), _BN_MOMENTUM), rm))
-            rv.copy_(torch.where(live, torch.lerp(rv, unbiased.squeeze(1), _BN_MOMENTUM), rv))
+            live = count.view(m, 1) > 1                        # a member without rows this step keeps its stats
+            unbiased = (var * count / (count - 1).clamp_min(1)).squeeze(2)
+            rm.copy_(torch.where(live, torch.lerp(rm, mean.squeeze(2), _BN_MOMENTUM), rm))
+            rv.copy_(torch.where(live, torch.lerp(rv, unbiased, _BN_MOMENTUM), rv))
             if layer == 0:
-                self.tracked += live.squeeze(1).long()
-        return centred * torch.rsqrt(var + _BN_EPS) * gamma + beta
+                self.tracked += live.view(m).long()
+        return centred * torch.rsqrt(var + _BN_EPS) * self.gamma[layer].unsqueeze(2) + self.beta[layer].unsqueeze(2)
 
     def load_member(self, model: DownstreamMLP, state: list[torch.Tensor]) -> DownstreamMLP:
         """Write a :meth:`member`'s tensors into ``model`` (a DownstreamMLP of the same shape)."""
@@ -130,14 +135,14 @@ class StackedMLP:
         with torch.no_grad():
             for layer in range(d):
                 linear, bn = model.hidden[4 * layer], model.hidden[4 * layer + 1]
-                linear.weight.copy_(weight[layer].T)
+                linear.weight.copy_(weight[layer])
                 linear.bias.copy_(bias[layer])
                 bn.weight.copy_(gamma[layer])
                 bn.bias.copy_(beta[layer])
                 bn.running_mean.copy_(rmean[layer])
                 bn.running_var.copy_(rvar[layer])
                 bn.num_batches_tracked.fill_(state[-1])
-            model.head.weight.copy_(weight[-1].T)
+            model.head.weight.copy_(weight[-1])
             model.head.bias.copy_(bias[-1])
         return model
 
