@@ -206,7 +206,7 @@ def _cmd_hear(args: argparse.Namespace) -> int:
 def _cmd_hear_eval(args: argparse.Namespace) -> int:
     result = evaluate(args.module, args.tasks_dir, model=args.model, out=args.out, embeddings=args.embeddings,
                       tasks=args.tasks, device=args.device, batch_size=args.batch_size, progress=args.progress,
-                      seed=args.seed, grid_points=args.grid_points)
+                      seed=args.seed, grid_points=args.grid_points, batched=args.batched, precision=args.precision)
     return 0 if result["tasks"] or not result["errors"] else 1  # as embed: a failure only when nothing was scored
 
 
@@ -415,6 +415,12 @@ def build_parser() -> argparse.ArgumentParser:
     he.add_argument("--batch-size", type=_at_least(1), default=32, help="sounds per call of the module")
     he.add_argument("--grid-points", type=_at_least(1), default=8, help="grid points searched on the first split (8)")
     he.add_argument("--seed", type=int, default=42)
+    he.add_argument("--batched", action=argparse.BooleanOptionalAction, default=True,
+                    help="train the grid points (then the other splits) as stacked models, each member exactly as "
+                         "alone (default); --no-batched: one predictor after the other, the reference")
+    he.add_argument("--precision", default="fp32", choices=["fp32", "bf16"],
+                    help="predictor arithmetic: fp32 (default) or bf16 autocast (fast only where the hardware "
+                         "has bf16 matrix units; scores move slightly)")
     he.add_argument("--progress", default="auto", choices=["auto", "always", "never"])
     he.set_defaults(func=_cmd_hear_eval)
 

@@ -436,3 +436,33 @@ def test_early_stopping_counts_validations_and_keeps_the_first_best(monkeypatch)
     scripted([0.5, float("nan")])
     fitted = predictor.fit(spec, conf, data, data)
     assert (fitted.epoch, fitted.epochs, fitted.validation_score) == (2, 6, 0.5)
+
+
+def test_batched_and_sequential_evaluations_agree(tmp_path, toy_module):
+    """Without dropout (the only random draw after the initial weights) both trainers see the same run: the
+    same kept epochs per grid point and split, the same chosen point and scores within float drift."""
+    from audiocnn.cli import main
+
+    tasks = tmp_path / "tasks"
+    _scene_task(tasks, "tones4", ["fold00", "fold01", "fold02", "fold03"], per_class=3, seed=2,
+                split_mode="presplit_kfold", nfolds=4)
+    grid = {**NARROW, "dropout": [0.0], "max_epochs": [60], "patience": [5]}
+    runs = {}
+    for batched in (True, False):
+        entry = evaluate(toy_module, tasks, out=tmp_path / str(batched), device="cpu", progress="never", grid=grid,
+                         batched=batched, log=None)
+        runs[batched] = entry["tasks"]["tones4"]
+    a, b = runs[True], runs[False]
+    assert a["batched"] and not b["batched"]
+    assert [g["epoch"] for g in a["grid"]] == [g["epoch"] for g in b["grid"]]
+    assert [g["epochs_run"] for g in a["grid"]] == [g["epochs_run"] for g in b["grid"]]
+    assert a["grid_point"] == b["grid_point"]
+    assert [s["epoch"] for s in a["splits"]] == [s["epoch"] for s in b["splits"]]
+    for metric in ("top1_acc", "mAP"):
+        assert a["scores"][metric]["mean"] == pytest.approx(b["scores"][metric]["mean"], abs=2e-3)
+    # the flags reach the evaluator
+    assert main(["hear-eval", "--embeddings", str(tmp_path / "True" / "embeddings" / toy_module), "--out",
+                 str(tmp_path / "cli"), "--device", "cpu", "--grid-points", "1", "--no-batched",
+                 "--precision", "bf16"]) == 0
+    rec = json.loads((tmp_path / "cli" / "scores.json").read_text())["models"][toy_module]["tasks"]["tones4"]
+    assert (rec["batched"], rec["precision"]) == (False, "bf16")

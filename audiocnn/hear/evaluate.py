@@ -21,7 +21,9 @@ predictor is trained on the embeddings and scored on held-out data exactly as
 - Grid. ``hidden_layers`` {1, 2} x ``initialization`` {xavier_uniform, xavier_normal} x ``lr`` {3.2e-3, 1e-3,
   3.2e-4, 1e-4}, in scikit-learn ``ParameterGrid`` order, shuffled by ``random.Random(42)``: the first 8 points
   are trained on split 0 and the best validation score (the earlier point on ties) is trained again on the
-  other splits. Torch is seeded with 42 once per task. Task metadata may override grid entries
+  other splits. Torch is seeded with the seed (42) before the grid's initial weights, all drawn before any
+  training, and with seed + 1 before those of the other splits (heareval seeds once per task; its random
+  stream is not reproduced either way, see ``benchmarks/hear_compare.py``). Task metadata may override grid entries
   (``evaluation_params.task_specific_param_grid``); ``dcase2016_task2`` validates every 10 epochs.
 - Events. Frame targets come with the embeddings (:func:`~audiocnn.hear.embeddings.frame_labels`). Frame
   probabilities become events per file: a median filter over frames (width ``round(median_filter_ms / mean
@@ -33,11 +35,19 @@ predictor is trained on the embeddings and scored on held-out data exactly as
 - Scores (:mod:`audiocnn.hear.scores`): every metric of the task's ``evaluation`` on each split's test data;
   mean and sample standard deviation (n - 1) over splits.
 
-Speed: all embeddings stay in tensors on the device, the training loop is plain PyTorch, the scene scores are
-vectorised, and the event postprocessing of all files is a few tensor operations on precomputed indices (only
-the matching of estimated to reference onsets walks the events). What remains is the predictor's arithmetic,
-which the protocol fixes: on a CPU a 1024-wide hidden layer makes it the larger part of heareval's time too
-(``benchmarks/hear/RESULTS.md``: 1.2-1.7x faster there; 4.7-5.9x with a 64-wide predictor).
+Speed: all embeddings stay in tensors on the device, the scene scores are vectorised, and the event
+postprocessing of all files is a few tensor operations on precomputed indices (only the matching of estimated to
+reference onsets walks the events). Training is batched by default (:mod:`~audiocnn.hear.batched`): the grid
+points of one depth train as one stacked model (one ``baddbmm`` per layer for all members, PyTorch's batch-norm
+kernel over members x features channels, a hand-written Adam over the stacked tensors with a learning rate per
+member), then the other splits of the chosen point as one more; a member that stops early leaves the stack. Each
+member computes what it would alone (its own batches in stored order, batch statistics, dropout mask, Adam state
+and early stopping; ``tests/test_hear_batched.py`` checks kept epochs and scores against the sequential trainer,
+``batched=False`` / ``--no-batched``). Batching saves launches and Python overhead, not arithmetic: on a CPU
+the 1024-wide predictor's matrix products, which the protocol fixes, remain most of the time in either trainer
+(``benchmarks/hear/RESULTS.md`` has the measured ratios to heareval, taken before batching). ``precision="bf16"``
+(``--precision bf16``) autocasts the predictor's matrix products to bfloat16; it pays only where the hardware
+has bfloat16 matrix units, and scores move by a few thousandths on average.
 
 One deliberate difference: a last training batch of a single row is dropped (batch norm cannot train on one
 row; heareval stops with an error there).
@@ -58,14 +68,15 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 
 from audiocnn.hear.embeddings import HearEvalError, embed_task, is_embedding_folder, load_hear_module, read_split
 from audiocnn.hear.frames import Frames, split_frames
-from audiocnn.hear.predictor import finite_or_none, fit, test_scores
+from audiocnn.hear.batched import fit_batched
+from audiocnn.hear.predictor import Fitted, finite_or_none, fit, new_model, test_scores
 from audiocnn.hear.protocol import GRID_POINTS, SEED, read_labels, task_spec, fold_splits, sample_grid, task_grid
 from audiocnn.hear.report import conf_text, mean_pm, write_reports
 from audiocnn.hear.tasks import find_tasks, read_task
@@ -78,6 +89,7 @@ __all__ = ["evaluate", "evaluate_embeddings"]
 
 def evaluate_embeddings(folder: str | Path, *, device: str | torch.device | None = None, seed: int = SEED,
                         grid_points: int = GRID_POINTS, grid: dict[str, list] | None = None,
+                        batched: bool = True, precision: str = "fp32",
                         log: Callable[[str], None] | None = print) -> dict[str, Any]:
     """Train and score one task from its embedding folder (heareval's layout).
 
@@ -87,6 +99,10 @@ def evaluate_embeddings(folder: str | Path, *, device: str | torch.device | None
         seed: seeds the grid sampling and torch, as heareval's ``seed_everything(42)``.
         grid_points: points of the grid trained on the first split.
         grid: replaces entries of the task's grid (tests use a small ``max_epochs``).
+        batched: train the grid points, then the other splits, as stacked models
+            (:func:`~audiocnn.hear.batched.fit_batched`); ``False``: one after the other
+            (:func:`~audiocnn.hear.predictor.fit`, the reference).
+        precision: the predictor's arithmetic, ``fp32`` or ``bf16`` (autocast).
 
     Returns:
         The task's record for ``scores.json``.
@@ -112,16 +128,30 @@ def evaluate_embeddings(folder: str | Path, *, device: str | torch.device | None
     conf_grid = task_grid(metadata)
     conf_grid.update(grid or {})
     confs = sample_grid(conf_grid, grid_points, seed)
-    torch.manual_seed(seed)
+
+    joined: dict[tuple[str, ...], Frames] = {}
 
     def parts(split: dict[str, list[str]], key: str) -> Frames:
-        return Frames.cat([data[s] for s in split[key]])
+        names = tuple(split[key])              # one object per set of folds: the grid's members share their rows
+        if names not in joined:
+            joined[names] = Frames.cat([data[s] for s in names])
+        return joined[names]
 
-    first = splits[0]
-    train, valid = parts(first, "train"), parts(first, "valid")
+    def train_all(confs_: list[dict[str, Any]], splits_: list[dict[str, list[str]]], seed_: int) -> Iterator[Fitted]:
+        """Both trainers start from the same weights: all drawn, in order, right after seeding."""
+        torch.manual_seed(seed_)
+        pairs = [(parts(sp, "train"), parts(sp, "valid")) for sp in splits_]
+        models = [new_model(spec, c, t.x.shape[1], dev) for c, (t, _) in zip(confs_, pairs)]
+        if batched:
+            yield from fit_batched(spec, confs_, [t for t, _ in pairs], [v for _, v in pairs], models=models,
+                                   precision=precision)
+        else:
+            for conf, (t, v), model in zip(confs_, pairs, models):
+                yield fit(spec, conf, t, v, model=model, precision=precision)
+
     results = []
-    for i, conf in enumerate(confs):
-        fitted = fit(spec, conf, train, valid)
+    for i, fitted in enumerate(train_all(confs, [splits[0]] * len(confs), seed)):
+        conf = fitted.conf
         results.append(fitted)
         if log is not None:
             log(f"{spec.name}: grid point {i + 1}/{len(confs)} {conf_text(conf)}: validation {spec.primary} "
@@ -132,15 +162,14 @@ def evaluate_embeddings(folder: str | Path, *, device: str | torch.device | None
                     reverse=True)
     best = ranked[0]
     per_split = [best]
-    for split in splits[1:]:
-        fitted = fit(spec, best.conf, parts(split, "train"), parts(split, "valid"))
+    for split, fitted in zip(splits[1:], train_all([best.conf] * (len(splits) - 1), splits[1:], seed + 1)):
         per_split.append(fitted)
         if log is not None:
             log(f"{spec.name}: split test={'|'.join(split['test'])}: validation {spec.primary} "
                 f"{fitted.validation_score:.4f} at epoch {fitted.epoch} ({fitted.seconds:.1f} s)")
     split_records, table = [], {}
     for split, fitted in zip(splits, per_split):
-        scores = test_scores(spec, fitted, parts(split, "test"))
+        scores = test_scores(spec, fitted, parts(split, "test"), precision=precision)
         key = "|".join(split["test"])
         table[key] = scores
         split_records.append({**split, **fitted.summary(), "scores": {k: finite_or_none(v) for k, v in scores.items()}})
@@ -157,6 +186,7 @@ def evaluate_embeddings(folder: str | Path, *, device: str | torch.device | None
         "scores": summary, "grid_point": {**best.conf, "postprocessing": dict(best.postprocessing)},
         "validation_score": finite_or_none(best.validation_score), "grid": [r.summary() for r in results],
         "splits": split_records, "embedding_folder": str(folder), "device": str(dev), "seed": seed,
+        "batched": batched, "precision": precision,
         "seconds": {"loading": round(loaded, 3), "downstream": round(seconds - loaded, 3), "total": round(seconds, 3)},
     }
     if log is not None:
@@ -170,8 +200,8 @@ def evaluate_embeddings(folder: str | Path, *, device: str | torch.device | None
 def evaluate(module_or_run: str | None = None, tasks_dir: str | Path | None = None, *, model: str | None = None,
              out: str | Path = "results", embeddings: str | Path | None = None, tasks: list[str] | None = None,
              device: str | None = None, batch_size: int = 32, progress: str = "auto", seed: int = SEED,
-             grid_points: int = GRID_POINTS, grid: dict[str, list] | None = None,
-             log: Callable[[str], None] | None = print) -> dict[str, Any]:
+             grid_points: int = GRID_POINTS, grid: dict[str, list] | None = None, batched: bool = True,
+             precision: str = "fp32", log: Callable[[str], None] | None = print) -> dict[str, Any]:
     """Embed (or read embeddings of) HEAR tasks, train and score the downstream predictors, write the reports.
 
     Args:
@@ -184,6 +214,7 @@ def evaluate(module_or_run: str | None = None, tasks_dir: str | Path | None = No
         tasks: only these task names.
         device: default: CUDA when available, else CPU.
         batch_size: sounds per call of the module.
+        batched, precision: see :func:`evaluate_embeddings`.
 
     Returns:
         This run's entry of ``scores.json``: ``{"name", "module", "model", "device", "tasks": {task: record},
@@ -228,7 +259,8 @@ def evaluate(module_or_run: str | None = None, tasks_dir: str | Path | None = No
         t0 = time.perf_counter()
         try:
             folder, embed_seconds = prepare()
-            record = evaluate_embeddings(folder, device=dev, seed=seed, grid_points=grid_points, grid=grid, log=log)
+            record = evaluate_embeddings(folder, device=dev, seed=seed, grid_points=grid_points, grid=grid,
+                                         batched=batched, precision=precision, log=log)
         except (HearEvalError, ValueError, OSError) as e:
             entry["errors"][task_name] = f"{type(e).__name__}: {e}"
             if log is not None:

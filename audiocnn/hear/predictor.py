@@ -18,8 +18,10 @@ from audiocnn.hear.protocol import TaskSpec
 from audiocnn.hear.scores import EVENT_SCORES, SCENE_SCORES
 from audiocnn.tasks import get_task
 
-__all__ = ["DownstreamMLP", "Fitted", "fit", "test_scores"]
+__all__ = ["PRECISIONS", "DownstreamMLP", "EarlyStopping", "Fitted", "autocast", "fit", "new_model", "test_scores",
+           "train_batches"]
 
+PRECISIONS = ("fp32", "bf16")
 _INIT = {"xavier_uniform": nn.init.xavier_uniform_, "xavier_normal": nn.init.xavier_normal_}
 
 
@@ -120,60 +122,115 @@ def _f32(v: float) -> float:
     return float(np.float32(v))
 
 
-def fit(spec: TaskSpec, conf: dict[str, Any], train: Frames, valid: Frames) -> Fitted:
-    """Train one predictor with early stopping on ``valid`` (see :mod:`audiocnn.hear.evaluate`)."""
+class EarlyStopping:
+    """heareval's early stopping and checkpoint choice for one predictor, one validation at a time.
+
+    Kept: the first validation with the best score (NaN counts as -inf). Stop: at a non-finite score, or after
+    ``patience`` validations without a strictly better score. Scores are compared as float32.
+    """
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.kept_score, self.kept_epoch, self.kept_post = -math.inf, -1, ()
+        self.best, self.waited = -math.inf, 0
+
+    def update(self, score: float, post: tuple, epoch: int) -> tuple[bool, bool]:
+        """Record a validation after ``epoch`` (0-based); ``(keep these weights, stop now)``."""
+        score = _f32(score)
+        monitored = -math.inf if math.isnan(score) else score
+        keep = self.kept_epoch < 0 or monitored > self.kept_score
+        if keep:
+            self.kept_score, self.kept_epoch, self.kept_post = monitored, epoch, post
+        if not math.isfinite(score):
+            return keep, True
+        if score > self.best:
+            self.best, self.waited = score, 0
+        else:
+            self.waited += 1
+        return keep, self.waited >= self.patience
+
+
+def new_model(spec: TaskSpec, conf: dict[str, Any], in_features: int, device: torch.device) -> DownstreamMLP:
+    """A freshly initialised predictor for grid point ``conf`` (draws from torch's global generator)."""
+    return DownstreamMLP(in_features, len(spec.labels), hidden_layers=conf["hidden_layers"],
+                         hidden_dim=conf["hidden_dim"], drop_rate=conf["dropout"],
+                         initialization=conf["initialization"]).to(device)
+
+
+def autocast(device: torch.device, precision: str) -> torch.autocast:
+    """The predictor's arithmetic precision: ``fp32``, or ``bf16`` (autocast: matrix products in bfloat16)."""
+    if precision not in PRECISIONS:
+        raise HearEvalError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def no_validation(spec: TaskSpec, conf: dict[str, Any]) -> HearEvalError:
+    return HearEvalError(f"{spec.name}: no validation ran (max_epochs {conf['max_epochs']} < "
+                         f"check_val_every_n_epoch {conf['check_val_every_n_epoch']})")
+
+
+def fit(spec: TaskSpec, conf: dict[str, Any], train: Frames, valid: Frames, *, model: DownstreamMLP | None = None,
+        precision: str = "fp32") -> Fitted:
+    """Train one predictor with early stopping on ``valid`` (see :mod:`audiocnn.hear.evaluate`).
+
+    Args:
+        model: the initial predictor (trained in place); default: :func:`new_model`.
+        precision: ``fp32`` or ``bf16`` (:func:`autocast`).
+    """
     t0 = time.perf_counter()
-    model = DownstreamMLP(train.x.shape[1], len(spec.labels), hidden_layers=conf["hidden_layers"],
-                          hidden_dim=conf["hidden_dim"], drop_rate=conf["dropout"],
-                          initialization=conf["initialization"]).to(train.x.device)
+    model = new_model(spec, conf, train.x.shape[1], train.x.device) if model is None else model
+    cast = autocast(train.x.device, precision)
     optimizer = torch.optim.Adam(model.parameters(), lr=conf["lr"])
     validate = _Validator(spec, valid)
-    n, bs = len(train.x), conf["batch_size"]
-    batches = [(a, min(a + bs, n)) for a in range(0, n, bs)]
-    if len(batches) > 1 and batches[-1][1] - batches[-1][0] == 1:
-        batches.pop()
-    kept_score, kept_state, kept_epoch, kept_post = -math.inf, None, -1, ()
-    best_for_stopping, waited = -math.inf, 0
+    batches = train_batches(len(train.x), conf["batch_size"])
+    stopping = EarlyStopping(conf["patience"])
+    kept_state = None
     epoch = 0
     for epoch in range(conf["max_epochs"]):
         model.train()
         for a, b in batches:
-            loss = _loss(spec, model(train.x[a:b]), train.y[a:b])
+            with cast:
+                logits = model(train.x[a:b])
+            loss = _loss(spec, logits, train.y[a:b])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
         if (epoch + 1) % conf["check_val_every_n_epoch"]:
             continue
         model.eval()
-        with torch.no_grad():
-            score, post = validate(model(valid.x))
-        score = _f32(score)
-        monitored = -math.inf if math.isnan(score) else score
-        if kept_state is None or monitored > kept_score:
-            kept_score, kept_epoch, kept_post = monitored, epoch, post
+        with torch.no_grad(), cast:
+            logits = model(valid.x)
+        keep, stop = stopping.update(*validate(logits.float()), epoch)
+        if keep:
             kept_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if not math.isfinite(score):
+        if stop:
             break
-        if score > best_for_stopping:
-            best_for_stopping, waited = score, 0
-        else:
-            waited += 1
-            if waited >= conf["patience"]:
-                break
     if kept_state is None:
-        raise HearEvalError(f"{spec.name}: no validation ran (max_epochs {conf['max_epochs']} < "
-                            f"check_val_every_n_epoch {conf['check_val_every_n_epoch']})")
+        raise no_validation(spec, conf)
     model.load_state_dict(kept_state)
     model.eval()
-    if not spec.use_scoring:
-        kept_score = -kept_score
-    return Fitted(model, conf, kept_score, kept_epoch, epoch + 1, kept_post, time.perf_counter() - t0)
+    return fitted(spec, model, conf, stopping, epoch + 1, time.perf_counter() - t0)
 
 
-def test_scores(spec: TaskSpec, fitted: Fitted, test: Frames) -> dict[str, float]:
+def train_batches(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """Row ranges of one epoch in stored order; a last batch of a single row is dropped (batch norm needs 2)."""
+    batches = [(a, min(a + batch_size, n)) for a in range(0, n, batch_size)]
+    if len(batches) > 1 and batches[-1][1] - batches[-1][0] == 1:
+        batches.pop()
+    return batches
+
+
+def fitted(spec: TaskSpec, model: DownstreamMLP, conf: dict[str, Any], stopping: EarlyStopping, epochs: int,
+           seconds: float) -> Fitted:
+    score = stopping.kept_score if spec.use_scoring else -stopping.kept_score
+    return Fitted(model, conf, score, stopping.kept_epoch, epochs, stopping.kept_post, seconds)
+
+
+def test_scores(spec: TaskSpec, fitted: Fitted, test: Frames, *, precision: str = "fp32") -> dict[str, float]:
     """Every supported metric of ``spec.evaluation`` on ``test`` (events with the kept postprocessing)."""
-    with torch.no_grad():
-        probs = _outputs(spec, fitted.model(test.x))
+    with torch.no_grad(), autocast(test.x.device, precision):
+        logits = fitted.model(test.x)
+    probs = _outputs(spec, logits.float())
     out = {}
     if test.file is None:
         for metric in spec.evaluation:
