@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from audiocnn.features import FrontendSettings
 from audiocnn.core.io import atomic_write
 
-TIMING_COLUMNS = ("time_s", "train_time_s", "train_samples", "samples_per_s", "data_wait")
+TIMING_COLUMNS = ("time_s", "train_time_s", "train_samples", "samples_per_s", "data_wait", "threads")
 """Columns of metrics.csv that measure speed (written by the engine every epoch), not learning."""
 
 __all__ = [

@@ -22,9 +22,10 @@ each clip's peak for log-mel (below that, float32 rounding of the power dominate
 difference for MFCC.
 
 ``--load busy`` (or ``trainers``, see ``benchmarks/load.py``) runs every timing, librosa's included, while
-competing processes run. Each timing process sets OpenMP's wait policy as the ``audiocnn`` command does
-(:func:`audiocnn.core.threads.prepare_environment`, before torch loads); ``--openmp libgomp`` keeps libgomp's
-defaults instead (idle threads spin about 300,000 iterations), the behaviour before that setting.
+competing processes run. Each timing process sets threads as the ``audiocnn`` command does
+(:mod:`audiocnn.core.threads`: OpenMP's wait policy before torch loads, then the automatic thread count, which
+leaves out cores other processes keep busy); ``--policy torch`` keeps torch's and libgomp's defaults instead (a
+thread per core, idle threads spinning about 300,000 iterations), the behaviour before audiocnn chose.
 """
 from __future__ import annotations
 
@@ -39,9 +40,10 @@ import threading
 import time
 from typing import Callable
 
-from audiocnn.core.threads import prepare_environment
+from audiocnn.core.threads import prepare_environment, set_threads
 
-if os.environ.get("AUDIOCNN_BENCH_OPENMP", "audiocnn") == "audiocnn":  # before torch loads, as the command line
+POLICY = os.environ.get("AUDIOCNN_BENCH_POLICY", "audiocnn")
+if POLICY == "audiocnn":  # before torch loads, as the command line
     prepare_environment()
 
 import librosa  # noqa: E402
@@ -142,6 +144,8 @@ def build_method(name: str, kind: str, args: argparse.Namespace, audio: np.ndarr
 
 def time_one(name: str, kind: str, args: argparse.Namespace) -> None:
     """Child process: warm up, time one call, print ``seconds peak_mb``."""
+    if POLICY == "audiocnn" and args.device == "cpu":
+        set_threads()  # as the audiocnn commands do (embed, predict, train's front-end)
     audio = test_signal(args.clips, args.seconds, args.sample_rate)
     fn = build_method(name, kind, args, audio)
     fn()  # warm-up (kernels, FFT plans, caches)
@@ -168,8 +172,8 @@ def main() -> None:
     p.add_argument("--markdown", default=None, help="also write the tables to this markdown file")
     p.add_argument("--load", choices=list(LOADS), default="idle",
                    help="competing processes during every timing (benchmarks/load.py; default idle)")
-    p.add_argument("--openmp", choices=["audiocnn", "libgomp"], default="audiocnn",
-                   help="OpenMP wait policy of the timing processes: audiocnn's (default) or libgomp's defaults")
+    p.add_argument("--policy", choices=["audiocnn", "torch"], default="audiocnn",
+                   help="threads of the timing processes: audiocnn's (default) or torch's and libgomp's defaults")
     p.add_argument("--json", default=None, help="also write every timing to this JSON file")
     p.add_argument("--time-one", nargs=2, metavar=("METHOD", "KIND"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -182,7 +186,7 @@ def main() -> None:
               f"batch {args.batch_size}, device {args.device}, torch {torch.__version__} ({torch.get_num_threads()} "
               f"threads), librosa {librosa.__version__}, numpy {np.__version__}, {platform.processor() or platform.machine()}, "
               f"{os.cpu_count()} CPUs, {dt.date.today()}, best of {args.rounds} interleaved rounds, one process per timing, "
-              f"load {args.load}, OpenMP {args.openmp}")
+              f"load {args.load}, thread policy {args.policy}")
     print(header)
     lines = [header, ""]
     child = [sys.executable, __file__, "--clips", str(args.clips), "--seconds", str(args.seconds), "--sample-rate",
@@ -201,7 +205,7 @@ def main() -> None:
             diffs[backend] = error_vs_librosa(kind, out, ref)
         best = {m: float("inf") for m in methods}
         peak = {m: 0.0 for m in methods}
-        env = dict(os.environ, AUDIOCNN_BENCH_OPENMP=args.openmp)
+        env = dict(os.environ, AUDIOCNN_BENCH_POLICY=args.policy)
         with competing(args.load):
             timings = [(m, subprocess.run([*child, "--time-one", m, kind], capture_output=True, text=True, check=True,
                                           env=env)) for _ in range(args.rounds) for m in methods]

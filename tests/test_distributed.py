@@ -54,10 +54,15 @@ LOSS_TOL = 5e-3
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """Training in this process uses one thread, as torchrun's processes (OMP_NUM_THREADS=1)."""
-    threads = torch.get_num_threads()
+    threads, env = torch.get_num_threads(), os.environ.get("AUDIOCNN_NUM_THREADS")
     torch.set_num_threads(1)
+    os.environ["AUDIOCNN_NUM_THREADS"] = "1"  # what training in this process resolves
     yield
     torch.set_num_threads(threads)
+    if env is None:
+        os.environ.pop("AUDIOCNN_NUM_THREADS")
+    else:
+        os.environ["AUDIOCNN_NUM_THREADS"] = env
 
 
 # --- sharding, without processes ------------------------------------------------------------------------------------

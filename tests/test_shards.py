@@ -213,10 +213,15 @@ def _train_overrides(synth: Path, out: str, *extra: str, source: str = "shards")
 
 @pytest.fixture(scope="module")
 def one_thread():
-    threads = torch.get_num_threads()
+    threads, env = torch.get_num_threads(), os.environ.get("AUDIOCNN_NUM_THREADS")
     torch.set_num_threads(1)
+    os.environ["AUDIOCNN_NUM_THREADS"] = "1"  # what training in this process resolves
     yield
     torch.set_num_threads(threads)
+    if env is None:
+        os.environ.pop("AUDIOCNN_NUM_THREADS")
+    else:
+        os.environ["AUDIOCNN_NUM_THREADS"] = env
 
 
 class _Crash(Exception):

@@ -25,7 +25,7 @@ from audiocnn.core.checkpoint import capture_rng, load_checkpoint, restore_rng, 
 from audiocnn.core.errors import ConfigError, EnvironmentFailure
 from audiocnn.core.io import WriteFailure, check_writable, write_json
 from audiocnn.core.runtime import seed_everything, show_progress
-from audiocnn.core.threads import set_threads
+from audiocnn.core.threads import ThreadAdapter
 from audiocnn.data.loader import EpochShuffleSampler, make_loader
 from audiocnn.engine.distributed import DistContext, elastic_resume, remember_elastic_run, setup
 from audiocnn.engine.logging import ProgressLine, RunLogger, check_loggers, write_env
@@ -141,7 +141,8 @@ def fit_normalizer(model: Classifier, data: Data, cfg: Config, device: torch.dev
 def train_one_epoch(model: Classifier, loader, optimizer, scheduler, scaler, cfg: Config, device: torch.device,
                     *, epoch: int, show: bool, dist: DistContext | None = None,
                     report: Callable[[str], None] | None = None, start_step: int = 0, carry: dict | None = None,
-                    checkpoint: Callable[[int, dict], None] | None = None) -> dict[str, float]:
+                    checkpoint: Callable[[int, dict], None] | None = None,
+                    threads: ThreadAdapter | None = None) -> dict[str, float]:
     """One pass over the training loader; returns mean loss (and accuracy for multiclass), over all processes
     of a distributed run (``dist``), and how fast it went: ``train_time_s``, ``train_samples``,
     ``samples_per_s`` and ``data_wait``, the fraction of that time this process spent waiting for the next
@@ -164,6 +165,8 @@ def train_one_epoch(model: Classifier, loader, optimizer, scheduler, scaler, cfg
     line = ProgressLine(report, epoch=epoch, steps=steps, every_s=0.0 if show else tr.log_every_s)  # or a bar
     started, wait = time.perf_counter() - carry.get("elapsed", 0.0), carry.get("wait", 0.0)
     for step in range(start_step, steps):
+        if threads is not None:
+            threads.update()
         t0 = time.perf_counter()
         batch = next(batches, None)
         wait += time.perf_counter() - t0
@@ -211,7 +214,7 @@ def train_one_epoch(model: Classifier, loader, optimizer, scheduler, scaler, cfg
     if task.name == "multiclass" and cfg.augment.mixup_alpha == 0:
         out["train_accuracy"] = correct / max(seen, 1)
     out.update(train_time_s=elapsed, train_samples=int(seen), samples_per_s=seen / max(elapsed, 1e-9),
-               data_wait=wait / max(elapsed, 1e-9))
+               data_wait=wait / max(elapsed, 1e-9), threads=torch.get_num_threads())
     return out
 
 
@@ -265,9 +268,12 @@ def train(cfg: Config | None, *, resume: str | Path | None = None, overrides: Se
     if resume is None:  # a read-only output folder, too
         check_writable(cfg.trainer.output_dir, setting="trainer.output_dir")
     ctx = setup(cfg.trainer.device)
+    threads = ThreadAdapter(cfg.trainer.threads)  # trainer.threads, else automatic (core/threads.py)
     try:
-        return _train(cfg, ctx, state=state, run_dir=None if resume is None else Path(resume), quiet=quiet)
+        return _train(cfg, ctx, state=state, run_dir=None if resume is None else Path(resume), quiet=quiet,
+                      threads=threads)
     finally:
+        threads.restore()
         ctx.close()
 
 
@@ -305,9 +311,9 @@ def _relayout_schedule(scheduler, optimizer: torch.optim.Optimizer) -> None:
             group["lr"] = base * factor(scheduler.last_epoch)
 
 
-def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path | None, quiet: bool) -> Trained:
+def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path | None, quiet: bool,
+           threads: ThreadAdapter) -> Trained:
     tr = cfg.trainer
-    set_threads(tr.threads)
     seed_everything(tr.seed + ctx.rank, tr.deterministic)  # each process its own dropout, masks, mixup
     if state is None and cfg.data.name == "shards" and not cfg.data.streams:  # fixed for the run (and its resumes)
         cfg.data.streams = ctx.world_size * max(cfg.data.num_workers, 1)
@@ -417,7 +423,8 @@ def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path |
         row.update(train_one_epoch(net, train_loader, optimizer, scheduler, scaler, cfg, device, epoch=epoch,
                                    show=show, dist=ctx, report=log.info, start_step=start_step, carry=carry,
                                    checkpoint=lambda step, sums: save(epoch - 1, prev_row, improved=False,
-                                                                      step=step, sums=sums)))
+                                                                      step=step, sums=sums),
+                                   threads=threads))
         start_step, carry = 0, None
         ctx.average_batchnorm(model)
         if val_loader is not None:
