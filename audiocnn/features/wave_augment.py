@@ -1,0 +1,399 @@
+"""Waveform augmentation on the device, batched: registered ``(batch, time) -> (batch, time)`` transforms.
+
+Each transform is active only while ``self.training`` and draws its randomness from torch's global RNG on the
+wave's device (CPU or CUDA), which the engine seeds from ``trainer.seed`` and checkpoints, so a resumed run draws
+the same. :class:`WaveAugment` applies them in the fixed order :data:`WAVE_ORDER`, before the front-end:
+
+    speed -> shift -> gain -> eq -> reverb -> noise
+
+Each transform keeps what it drew in ``self.drawn`` (tensors, one row per example) for inspection and tests.
+
+Example:
+    >>> aug = WaveAugment([SpeedPerturb(sample_rate=16000, prob=0.5), AddNoise(prob=1.0, snr_low=5, snr_high=20)])
+    >>> wave = aug(wave)   # (batch, time) -> (batch, time); the identity in eval mode
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from audiocnn.audio import AUDIO_EXTENSIONS, SincResampler, load_audio
+from audiocnn.core.errors import ConfigError
+from audiocnn.core.registry import Registry
+
+__all__ = ["WAVE_AUGMENTS", "WAVE_ORDER", "AddNoise", "RandomEQ", "RandomGain", "Reverb", "SpeedPerturb", "TimeShift",
+           "WaveAugment", "biquad_filter", "peaking_biquad"]
+
+WAVE_AUGMENTS: Registry[type[nn.Module]] = Registry("waveform augmentation")
+WAVE_ORDER = ("speed", "shift", "gain", "eq", "reverb", "noise")
+"""The order :class:`WaveAugment` applies the registered transforms in (the audio modality builds them so)."""
+
+_LN1000 = 3 * math.log(10)  # amplitude decays by 60 dB (a factor 1000) over one RT60
+
+
+def _chosen(batch: int, prob: float, device: torch.device) -> Tensor:
+    """``(batch,)`` bool: which examples a transform touches this step."""
+    return torch.rand(batch, device=device) < prob
+
+
+def _read_folder(folder: str, key: str, sample_rate: int) -> list[Tensor]:
+    """Every audio file under ``folder`` as a 1-D float32 tensor at ``sample_rate``; a clear error when none."""
+    root = Path(folder)
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS) if root.is_dir() else []
+    if not files:
+        why = "is not a folder" if not root.is_dir() else f"holds no audio files ({', '.join(AUDIO_EXTENSIONS)})"
+        raise ConfigError(f"augment.{key}={folder!r} {why}; point it at a folder of audio files or set it to ''")
+    return [torch.from_numpy(load_audio(p, sample_rate, min_duration=0.0)) for p in files]
+
+
+@WAVE_AUGMENTS.register("gain")
+class RandomGain(nn.Module):
+    """Gain uniform in ``[-gain_db, +gain_db]`` dB per example (every example; 0 disables).
+
+    Args:
+        gain_db: largest gain magnitude, dB (>= 0).
+
+    Shape:
+        ``(batch, time) -> (batch, time)``.
+
+    Example:
+        >>> RandomGain(gain_db=6.0).train()(torch.randn(4, 16000)).shape
+        torch.Size([4, 16000])
+    """
+
+    def __init__(self, *, gain_db: float = 0.0) -> None:
+        super().__init__()
+        self.gain_db = float(gain_db)
+        self.drawn: dict[str, Tensor] = {}
+
+    def forward(self, wave: Tensor) -> Tensor:
+        if not self.training or self.gain_db <= 0:
+            return wave
+        gain_db = (torch.rand(wave.shape[0], 1, device=wave.device) * 2 - 1) * self.gain_db
+        self.drawn = {"gain_db": gain_db[:, 0]}
+        return wave * 10 ** (gain_db / 20)
+
+
+@WAVE_AUGMENTS.register("shift")
+class TimeShift(nn.Module):
+    """Shift each chosen example by a whole number of samples in ``[-max_s, +max_s]`` seconds, zero fill.
+
+    Args:
+        sample_rate: Hz.
+        prob: probability per example.
+        max_s: largest shift, seconds.
+
+    Shape:
+        ``(batch, time) -> (batch, time)``; ``drawn["shift"]`` in samples (positive: later).
+
+    Example:
+        >>> TimeShift(sample_rate=16000, prob=1.0, max_s=0.1).train()(torch.randn(4, 16000)).shape
+        torch.Size([4, 16000])
+    """
+
+    def __init__(self, *, sample_rate: int, prob: float = 0.0, max_s: float = 0.1) -> None:
+        super().__init__()
+        self.prob, self.max_shift = float(prob), int(round(max_s * sample_rate))
+        self.drawn: dict[str, Tensor] = {}
+
+    def forward(self, wave: Tensor) -> Tensor:
+        if not self.training or self.prob <= 0 or self.max_shift == 0:
+            return wave
+        batch, n = wave.shape
+        shift = torch.randint(-self.max_shift, self.max_shift + 1, (batch,), device=wave.device)
+        shift = shift * _chosen(batch, self.prob, wave.device)
+        self.drawn = {"shift": shift}
+        src = torch.arange(n, device=wave.device)[None, :] - shift[:, None]
+        inside = (src >= 0) & (src < n)
+        return torch.gather(wave, 1, src.clamp(0, n - 1)) * inside
+
+
+@WAVE_AUGMENTS.register("speed")
+class SpeedPerturb(nn.Module):
+    """Speed perturbation (Ko et al., 2015; Kaldi, SpeechBrain): resample by a factor, then crop or pad back.
+
+    A factor ``f`` plays the clip ``f`` times faster: duration ``/ f``, every frequency ``* f``. Each chosen example
+    draws one of ``steps`` factors evenly spaced in ``[low, high]`` (rounded to 0.01, so each is one rational
+    :class:`SincResampler`; the default is Kaldi's 0.9, 1.0, 1.1); the batch is resampled one factor group at a time.
+    A slowed clip keeps its first ``time`` samples; a sped-up one is zero-padded at the end.
+
+    Args:
+        sample_rate: Hz (only for the ``repr``; the factor is a ratio).
+        prob: probability per example.
+        low / high: factor range, in ``[0.5, 2.0]``.
+        steps: number of factors.
+
+    Shape:
+        ``(batch, time) -> (batch, time)``; ``drawn["factor"]`` per example (1 when untouched).
+
+    Example:
+        >>> SpeedPerturb(sample_rate=16000, prob=1.0).train()(torch.randn(4, 16000)).shape
+        torch.Size([4, 16000])
+    """
+
+    def __init__(self, *, sample_rate: int, prob: float = 0.0, low: float = 0.9, high: float = 1.1,
+                 steps: int = 3) -> None:
+        super().__init__()
+        self.sample_rate, self.prob = int(sample_rate), float(prob)
+        factors = torch.linspace(low, high, steps).tolist() if steps > 1 else [low]
+        self.factors = [round(f, 2) for f in factors]
+        # speed f: the wave read as if sampled at 100 f, written at 100
+        self.resamplers = nn.ModuleList(SincResampler(int(round(100 * f)), 100, zeros=16) for f in self.factors)
+        self.drawn: dict[str, Tensor] = {}
+
+    def forward(self, wave: Tensor) -> Tensor:
+        if not self.training or self.prob <= 0:
+            return wave
+        batch, n = wave.shape
+        pick = torch.randint(0, len(self.factors), (batch,), device=wave.device)
+        pick = torch.where(_chosen(batch, self.prob, wave.device), pick, -1)
+        factor = torch.ones(batch, device=wave.device)
+        out = wave.clone()
+        for i, (f, resampler) in enumerate(zip(self.factors, self.resamplers)):
+            rows = (pick == i).nonzero()[:, 0]
+            if f == 1.0 or rows.numel() == 0:
+                continue
+            y = resampler(wave[rows])
+            y = y[:, :n] if y.shape[1] >= n else nn.functional.pad(y, (0, n - y.shape[1]))
+            out[rows] = y.to(out.dtype)
+            factor[rows] = f
+        self.drawn = {"factor": factor}
+        return out
+
+    def extra_repr(self) -> str:
+        return f"prob={self.prob}, factors={self.factors}"
+
+
+def peaking_biquad(f0: Tensor, gain_db: Tensor, q: Tensor, sample_rate: int) -> tuple[Tensor, Tensor]:
+    """Peaking-EQ biquad coefficients from the RBJ Audio EQ Cookbook, normalised so ``a[..., 0] = 1``.
+
+    Args:
+        f0: centre frequencies, Hz, any shape ``S``.
+        gain_db: gains at ``f0``, dB, shape ``S``.
+        q: quality factors, shape ``S``.
+        sample_rate: Hz.
+
+    Returns:
+        ``(b, a)``, each ``S + (3,)``.
+
+    Example:
+        >>> b, a = peaking_biquad(torch.tensor([1000.0]), torch.tensor([6.0]), torch.tensor([1.0]), 16000)
+    """
+    amp = 10 ** (gain_db / 40)
+    w0 = 2 * math.pi * f0 / sample_rate
+    alpha = torch.sin(w0) / (2 * q)
+    cos = torch.cos(w0)
+    b = torch.stack([1 + alpha * amp, -2 * cos, 1 - alpha * amp], -1)
+    a = torch.stack([1 + alpha / amp, -2 * cos, 1 - alpha / amp], -1)
+    return b / a[..., :1], a / a[..., :1]
+
+
+def biquad_filter(wave: Tensor, b: Tensor, a: Tensor) -> Tensor:
+    """A cascade of biquads per example, as a product of frequency responses on a zero-padded FFT grid.
+
+    The grid is at least twice the clip long, so the IIR response wraps only after its tail has decayed
+    (stable, damped sections such as peaking EQs of Q up to a few): equal to ``scipy.signal.lfilter`` section by
+    section within float32 rounding.
+
+    Args:
+        wave: ``(batch, time)``.
+        b / a: ``(batch, sections, 3)`` coefficients (``a[..., 0]`` need not be 1).
+
+    Returns:
+        ``(batch, time)``, float32.
+
+    Example:
+        >>> y = biquad_filter(wave, *peaking_biquad(f0, gain_db, q, 16000))   # f0 etc. (batch, sections)
+    """
+    n = wave.shape[-1]
+    n_fft = 1 << max(1, (2 * n - 1).bit_length())
+    k = torch.arange(n_fft // 2 + 1, device=wave.device, dtype=torch.float64)
+    z = torch.exp(-2j * math.pi * k / n_fft)[:, None]                          # z^-1 on the grid, (freqs, 1)
+    powers = torch.cat([torch.ones_like(z), z, z * z], -1)                     # (freqs, 3)
+    num = b.to(torch.complex128) @ powers.T                                    # (batch, sections, freqs)
+    den = a.to(torch.complex128) @ powers.T
+    response = (num / den).prod(1)                                             # (batch, freqs)
+    spec = torch.fft.rfft(wave.to(torch.float64), n_fft) * response
+    return torch.fft.irfft(spec, n_fft)[..., :n].to(torch.float32)
+
+
+@WAVE_AUGMENTS.register("eq")
+class RandomEQ(nn.Module):
+    """Random equalisation: ``bands`` peaking biquads per chosen example (RBJ cookbook).
+
+    Each band draws a centre frequency log-uniform in ``[f_min, f_max]`` Hz, a gain uniform in
+    ``[-gain_db, +gain_db]`` dB and a Q uniform in ``[q_low, q_high]``; untouched examples get 0 dB bands.
+
+    Args:
+        sample_rate: Hz.
+        prob: probability per example.
+        bands: peaking sections per example.
+        gain_db: largest band gain magnitude, dB.
+        f_min / f_max: centre frequency range, Hz (``f_max`` below the Nyquist frequency).
+        q_low / q_high: Q range.
+
+    Shape:
+        ``(batch, time) -> (batch, time)``; ``drawn`` holds ``f0``, ``gain_db``, ``q`` as ``(batch, bands)``.
+
+    Example:
+        >>> RandomEQ(sample_rate=16000, prob=1.0).train()(torch.randn(4, 16000)).shape
+        torch.Size([4, 16000])
+    """
+
+    def __init__(self, *, sample_rate: int, prob: float = 0.0, bands: int = 2, gain_db: float = 6.0,
+                 f_min: float = 100.0, f_max: float = 6000.0, q_low: float = 0.5, q_high: float = 2.0) -> None:
+        super().__init__()
+        if not 0 < f_min < f_max < sample_rate / 2:
+            raise ConfigError(f"augment.eq_f_min={f_min}, augment.eq_f_max={f_max}: need 0 < eq_f_min < eq_f_max < "
+                              f"{sample_rate / 2:g} Hz (the Nyquist frequency at data.sample_rate={sample_rate})")
+        self.sample_rate, self.prob, self.bands, self.gain_db = int(sample_rate), float(prob), int(bands), float(gain_db)
+        self.f_min, self.f_max, self.q_low, self.q_high = float(f_min), float(f_max), float(q_low), float(q_high)
+        self.drawn: dict[str, Tensor] = {}
+
+    def forward(self, wave: Tensor) -> Tensor:
+        if not self.training or self.prob <= 0:
+            return wave
+        shape, dev = (wave.shape[0], self.bands), wave.device
+        f0 = self.f_min * (self.f_max / self.f_min) ** torch.rand(shape, device=dev)
+        gain_db = (torch.rand(shape, device=dev) * 2 - 1) * self.gain_db
+        q = self.q_low + (self.q_high - self.q_low) * torch.rand(shape, device=dev)
+        gain_db = gain_db * _chosen(wave.shape[0], self.prob, dev)[:, None]
+        self.drawn = {"f0": f0, "gain_db": gain_db, "q": q}
+        return biquad_filter(wave, *peaking_biquad(f0.double(), gain_db.double(), q.double(), self.sample_rate))
+
+
+@WAVE_AUGMENTS.register("noise")
+class AddNoise(nn.Module):
+    """Additive noise at an SNR uniform in ``[snr_low, snr_high]`` dB per chosen example.
+
+    The noise is another clip of the batch (the batch rolled by one) or, with ``noise_dir``, a random stretch of a
+    random file from that folder (read once, at construction; a file shorter than the clip is repeated). It is
+    scaled so that ``10 log10(mean(wave^2) / mean(noise^2))`` is the drawn SNR exactly.
+
+    Args:
+        sample_rate: Hz (the folder's files are resampled to it).
+        prob: probability per example.
+        snr_low / snr_high: SNR range, dB.
+        noise_dir: a folder of noise files; ``""`` mixes the batch's own clips.
+
+    Shape:
+        ``(batch, time) -> (batch, time)``; ``drawn["snr_db"]`` per example (``inf`` when untouched).
+
+    Example:
+        >>> AddNoise(sample_rate=16000, prob=1.0, snr_low=5, snr_high=20).train()(torch.randn(4, 16000)).shape
+        torch.Size([4, 16000])
+    """
+
+    def __init__(self, *, sample_rate: int, prob: float = 0.0, snr_low: float = 5.0, snr_high: float = 20.0,
+                 noise_dir: str = "") -> None:
+        super().__init__()
+        self.prob, self.snr_low, self.snr_high = float(prob), float(snr_low), float(snr_high)
+        self.noises = _read_folder(noise_dir, "noise_dir", sample_rate) if noise_dir else []
+        self.drawn: dict[str, Tensor] = {}
+
+    def _noise(self, batch: int, n: int, device: torch.device) -> Tensor:
+        """``(batch, n)`` stretches of the folder's files."""
+        which = torch.randint(0, len(self.noises), (batch,), device=device).tolist()
+        where = torch.rand(batch, device=device).tolist()
+        rows = []
+        for i, u in zip(which, where):
+            clip = self.noises[i]
+            clip = clip.repeat(-(-n // max(len(clip), 1))) if len(clip) < n else clip
+            start = int(u * (len(clip) - n + 1))
+            rows.append(clip[start:start + n])
+        return torch.stack(rows).to(device)
+
+    def forward(self, wave: Tensor) -> Tensor:
+        if not self.training or self.prob <= 0:
+            return wave
+        batch, n = wave.shape
+        noise = self._noise(batch, n, wave.device) if self.noises else wave.roll(1, 0)
+        snr_db = self.snr_low + (self.snr_high - self.snr_low) * torch.rand(batch, device=wave.device)
+        on = _chosen(batch, self.prob, wave.device)
+        p_wave, p_noise = wave.pow(2).mean(1), noise.pow(2).mean(1)
+        scale = torch.where(on & (p_noise > 0), torch.sqrt(p_wave / (p_noise.clamp_min(1e-20) * 10 ** (snr_db / 10))),
+                            torch.zeros_like(p_wave))
+        self.drawn = {"snr_db": torch.where(on, snr_db, torch.full_like(snr_db, math.inf)), "noise": noise}
+        return wave + scale[:, None] * noise
+
+
+@WAVE_AUGMENTS.register("reverb")
+class Reverb(nn.Module):
+    """Reverberation: convolution with a room impulse response by FFT; output as long as the input, same RMS.
+
+    The RIR is exponentially decaying Gaussian noise, ``h(t) = n(t) exp(-3 ln(10) t / RT60)`` (60 dB of energy
+    decay over RT60, drawn uniform in ``[rt60_low, rt60_high]`` s, ``rt60_high`` s long), or, with ``rir_dir``,
+    a random file from that folder (read once, at construction). The output is rescaled to the input's RMS.
+
+    Args:
+        sample_rate: Hz.
+        prob: probability per example.
+        rt60_low / rt60_high: RT60 range of the generated RIRs, seconds.
+        rir_dir: a folder of RIR files; ``""`` generates them.
+
+    Shape:
+        ``(batch, time) -> (batch, time)``; ``drawn`` holds ``rt60`` ``(batch,)`` and ``rir`` ``(batch, taps)``.
+
+    Example:
+        >>> Reverb(sample_rate=16000, prob=1.0).train()(torch.randn(4, 16000)).shape
+        torch.Size([4, 16000])
+    """
+
+    def __init__(self, *, sample_rate: int, prob: float = 0.0, rt60_low: float = 0.2, rt60_high: float = 0.8,
+                 rir_dir: str = "") -> None:
+        super().__init__()
+        self.sample_rate, self.prob = int(sample_rate), float(prob)
+        self.rt60_low, self.rt60_high = float(rt60_low), float(rt60_high)
+        self.rirs = _read_folder(rir_dir, "rir_dir", sample_rate) if rir_dir else []
+        self.drawn: dict[str, Tensor] = {}
+
+    def _rirs(self, batch: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        if self.rirs:
+            which = torch.randint(0, len(self.rirs), (batch,), device=device).tolist()
+            taps = max(len(self.rirs[i]) for i in which)
+            rir = torch.stack([nn.functional.pad(self.rirs[i], (0, taps - len(self.rirs[i]))) for i in which])
+            return rir.to(device), torch.full((batch,), math.nan, device=device)
+        rt60 = self.rt60_low + (self.rt60_high - self.rt60_low) * torch.rand(batch, device=device)
+        taps = max(1, int(math.ceil(self.rt60_high * self.sample_rate)))
+        t = torch.arange(taps, device=device) / self.sample_rate
+        return torch.randn(batch, taps, device=device) * torch.exp(-_LN1000 * t / rt60[:, None]), rt60
+
+    def forward(self, wave: Tensor) -> Tensor:
+        if not self.training or self.prob <= 0:
+            return wave
+        batch, n = wave.shape
+        rir, rt60 = self._rirs(batch, wave.device)
+        n_fft = 1 << (n + rir.shape[1] - 2).bit_length()
+        wet = torch.fft.irfft(torch.fft.rfft(wave.float(), n_fft) * torch.fft.rfft(rir, n_fft), n_fft)[:, :n]
+        wet = wet * torch.sqrt(wave.pow(2).mean(1, keepdim=True) / wet.pow(2).mean(1, keepdim=True).clamp_min(1e-20))
+        on = _chosen(batch, self.prob, wave.device)
+        self.drawn = {"rt60": rt60, "rir": rir, "on": on}
+        return torch.where(on[:, None], wet.to(wave.dtype), wave)
+
+
+class WaveAugment(nn.Module):
+    """The waveform transforms, applied in the given order (the builder uses :data:`WAVE_ORDER`); training only.
+
+    Args:
+        transforms: ``(batch, time) -> (batch, time)`` modules.
+
+    Shape:
+        ``(batch, time) -> (batch, time)``.
+
+    Example:
+        >>> aug = WaveAugment([TimeShift(sample_rate=16000, prob=0.5, max_s=0.1), RandomGain(gain_db=6.0)])
+    """
+
+    def __init__(self, transforms: list[nn.Module]) -> None:
+        super().__init__()
+        self.transforms = nn.ModuleList(transforms)
+
+    def forward(self, wave: Tensor) -> Tensor:
+        if not self.training:
+            return wave
+        for transform in self.transforms:
+            wave = transform(wave)
+        return wave
