@@ -71,11 +71,25 @@ def test_noise_realised_snr_matches_drawn(tmp_path):
 
 
 def test_noise_dir_missing_or_empty_names_the_key(tmp_path):
+    x = torch.randn(2, 1000)
     for folder in (tmp_path / "absent", tmp_path):
+        aug = AddNoise(sample_rate=SR, prob=1.0, noise_dir=str(folder))
+        assert torch.equal(aug.eval()(x), x)  # a trained model still loads and runs without the folder
         with pytest.raises(ConfigError, match="augment.noise_dir"):
-            AddNoise(sample_rate=SR, prob=1.0, noise_dir=str(folder))
+            aug.train()(x)
     with pytest.raises(ConfigError, match="augment.rir_dir"):
-        Reverb(sample_rate=SR, prob=1.0, rir_dir=str(tmp_path))
+        Reverb(sample_rate=SR, prob=1.0, rir_dir=str(tmp_path)).train()(x)
+
+
+def test_reverb_from_folder_is_the_files_convolution(tmp_path):
+    h = np.zeros(400, dtype=np.float32)
+    h[[0, 150, 399]] = [1.0, 0.5, -0.25]
+    sf.write(tmp_path / "room.wav", h, SR)
+    x = torch.randn(2, 2000)
+    out = Reverb(sample_rate=SR, prob=1.0, rir_dir=str(tmp_path)).train()(x).numpy()
+    for row, xs in zip(out, x.numpy().astype(np.float64)):
+        wet = np.convolve(xs, h.astype(np.float64))[:2000]
+        np.testing.assert_allclose(row, wet * np.sqrt((xs ** 2).mean() / (wet ** 2).mean()), atol=1e-4)
 
 
 def _rbj_peaking(f0: float, gain_db: float, q: float, fs: int) -> tuple[np.ndarray, np.ndarray]:

@@ -40,7 +40,9 @@ def _chosen(batch: int, prob: float, device: torch.device) -> Tensor:
 
 
 def _read_folder(folder: str, key: str, sample_rate: int) -> list[Tensor]:
-    """Every audio file under ``folder`` as a 1-D float32 tensor at ``sample_rate``; a clear error when none."""
+    """Every audio file under ``folder`` as a 1-D float32 tensor at ``sample_rate``; a clear error when none.
+
+    Read at the first training step, not at construction, so a trained model loads where the folder is absent."""
     root = Path(folder)
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS) if root.is_dir() else []
     if not files:
@@ -270,7 +272,7 @@ class AddNoise(nn.Module):
     """Additive noise at an SNR uniform in ``[snr_low, snr_high]`` dB per chosen example.
 
     The noise is another clip of the batch (the batch rolled by one) or, with ``noise_dir``, a random stretch of a
-    random file from that folder (read once, at construction; a file shorter than the clip is repeated). It is
+    random file from that folder (read once, at the first training step; a file shorter than the clip is repeated). It is
     scaled so that ``10 log10(mean(wave^2) / mean(noise^2))`` is the drawn SNR exactly.
 
     Args:
@@ -291,7 +293,8 @@ class AddNoise(nn.Module):
                  noise_dir: str = "") -> None:
         super().__init__()
         self.prob, self.snr_low, self.snr_high = float(prob), float(snr_low), float(snr_high)
-        self.noises = _read_folder(noise_dir, "noise_dir", sample_rate) if noise_dir else []
+        self.sample_rate, self.noise_dir = int(sample_rate), noise_dir
+        self.noises: list[Tensor] | None = None if noise_dir else []
         self.drawn: dict[str, Tensor] = {}
 
     def _noise(self, batch: int, n: int, device: torch.device) -> Tensor:
@@ -310,6 +313,8 @@ class AddNoise(nn.Module):
         if not self.training or self.prob <= 0:
             return wave
         batch, n = wave.shape
+        if self.noises is None:
+            self.noises = _read_folder(self.noise_dir, "noise_dir", self.sample_rate)
         noise = self._noise(batch, n, wave.device) if self.noises else wave.roll(1, 0)
         snr_db = self.snr_low + (self.snr_high - self.snr_low) * torch.rand(batch, device=wave.device)
         on = _chosen(batch, self.prob, wave.device)
@@ -326,7 +331,8 @@ class Reverb(nn.Module):
 
     The RIR is exponentially decaying Gaussian noise, ``h(t) = n(t) exp(-3 ln(10) t / RT60)`` (60 dB of energy
     decay over RT60, drawn uniform in ``[rt60_low, rt60_high]`` s, ``rt60_high`` s long), or, with ``rir_dir``,
-    a random file from that folder (read once, at construction). The output is rescaled to the input's RMS.
+    a random file from that folder (read once, at the first training step). The output is rescaled to the input's
+    RMS.
 
     Args:
         sample_rate: Hz.
@@ -347,10 +353,14 @@ class Reverb(nn.Module):
         super().__init__()
         self.sample_rate, self.prob = int(sample_rate), float(prob)
         self.rt60_low, self.rt60_high = float(rt60_low), float(rt60_high)
-        self.rirs = _read_folder(rir_dir, "rir_dir", sample_rate) if rir_dir else []
+        self.rir_dir = rir_dir
+        self.rirs: list[Tensor] | None = None if rir_dir else []
         self.drawn: dict[str, Tensor] = {}
 
     def _rirs(self, batch: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        """``(batch, taps)`` impulse responses and their RT60s (``nan`` for a folder's)."""
+        if self.rirs is None:
+            self.rirs = _read_folder(self.rir_dir, "rir_dir", self.sample_rate)
         if self.rirs:
             which = torch.randint(0, len(self.rirs), (batch,), device=device).tolist()
             taps = max(len(self.rirs[i]) for i in which)
