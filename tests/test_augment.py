@@ -211,12 +211,12 @@ def test_builder_order_and_eval_identity():
 def test_same_seed_same_augmentation():
     aug = _all_on().train()
     x = torch.randn(4, 4000)
-    torch.manual_seed(7)
-    a = aug(x)
-    torch.manual_seed(7)
-    b = aug(x)
-    torch.manual_seed(8)
-    c = aug(x)
+
+    def seeded(seed: int) -> torch.Tensor:
+        torch.manual_seed(seed)
+        return aug(x)
+
+    a, b, c = seeded(7), seeded(7), seeded(8)
     assert torch.equal(a, b)
     assert not torch.allclose(a, c)
 
