@@ -129,7 +129,8 @@ class AugmentConfig:
     """Mixup Beta(alpha, alpha) on spectrograms and targets; 0 disables."""
     gain_db: float = 0.0
     """Random gain in [-gain_db, +gain_db] dB on the waveform; 0 disables."""
-    # Waveform transforms (audio), on the device, in the order speed, shift, gain, eq, reverb, noise; *_prob 0: off.
+    # Waveform transforms (audio), on the device, in the order speed, stretch, pitch, shift, gain, eq, reverb, noise;
+    # *_prob 0: off.
     speed_prob: float = 0.0
     """Probability of speed perturbation (duration / f, pitch * f), per example."""
     speed_low: float = 0.9
@@ -138,6 +139,22 @@ class AugmentConfig:
     """Largest speed factor, in [speed_low, 2]."""
     speed_steps: int = 3
     """Factors evenly spaced in [speed_low, speed_high] (3: Kaldi's 0.9, 1.0, 1.1)."""
+    stretch_prob: float = 0.0
+    """Probability of a time stretch (phase vocoder: duration / f, pitch kept), per example."""
+    stretch_low: float = 0.9
+    """Smallest stretch factor, in [0.5, 2]."""
+    stretch_high: float = 1.1
+    """Largest stretch factor, in [stretch_low, 2]."""
+    stretch_steps: int = 3
+    """Factors evenly spaced in [stretch_low, stretch_high]."""
+    pitch_prob: float = 0.0
+    """Probability of a pitch shift (pitch * f, duration kept: stretch then resample), per example."""
+    pitch_low: float = 0.9
+    """Smallest pitch factor, in [0.5, 2] (1.06: about a semitone)."""
+    pitch_high: float = 1.1
+    """Largest pitch factor, in [pitch_low, 2]."""
+    pitch_steps: int = 3
+    """Factors evenly spaced in [pitch_low, pitch_high]."""
     shift_prob: float = 0.0
     """Probability of a time shift (zero fill), per example."""
     shift_s: float = 0.1
@@ -487,10 +504,14 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("augment.mixup_alpha", lambda v: v >= 0, "0 (off) or a positive number"),
     ("augment.gain_db", lambda v: v >= 0, "0 (off) or a positive number of dB"),
     *((f"augment.{k}_prob", lambda v: 0 <= v <= 1, "a probability in [0, 1] (0: off)")
-      for k in ("speed", "shift", "eq", "reverb", "noise")),
+      for k in ("speed", "stretch", "pitch", "shift", "eq", "reverb", "noise")),
     ("augment.speed_low", lambda v: 0.5 <= v <= 2, "a factor in [0.5, 2]"),
     ("augment.speed_high", lambda v: 0.5 <= v <= 2, "a factor in [0.5, 2], at least augment.speed_low"),
     ("augment.speed_steps", lambda v: v >= 1, "at least 1"),
+    *(rule for k in ("stretch", "pitch") for rule in (
+        (f"augment.{k}_low", lambda v: 0.5 <= v <= 2, "a factor in [0.5, 2]"),
+        (f"augment.{k}_high", lambda v: 0.5 <= v <= 2, f"a factor in [0.5, 2], at least augment.{k}_low"),
+        (f"augment.{k}_steps", lambda v: v >= 1, "at least 1"))),
     ("augment.shift_s", lambda v: v >= 0, "0 or more seconds"),
     ("augment.eq_bands", lambda v: 1 <= v <= 8, "1 to 8 bands"),
     ("augment.eq_gain_db", lambda v: 0 <= v <= 24, "in [0, 24] dB"),
@@ -502,7 +523,8 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("augment.noise_snr_high", lambda v: -20 <= v <= 80, "in [-20, 80] dB, at least augment.noise_snr_low"),
 ]
 
-_ORDERED = [("augment.speed_low", "augment.speed_high"), ("augment.eq_q_low", "augment.eq_q_high"),
+_ORDERED = [("augment.speed_low", "augment.speed_high"), ("augment.stretch_low", "augment.stretch_high"),
+            ("augment.pitch_low", "augment.pitch_high"), ("augment.eq_q_low", "augment.eq_q_high"),
             ("augment.reverb_rt60_low", "augment.reverb_rt60_high"), ("augment.noise_snr_low", "augment.noise_snr_high")]
 """Range pairs: the low end may not exceed the high end."""
 

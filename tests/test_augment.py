@@ -10,8 +10,8 @@ import torch
 
 from audiocnn.config import Config, check_ranges
 from audiocnn.core.errors import ConfigError
-from audiocnn.features.wave_augment import (AddNoise, RandomEQ, RandomGain, Reverb, SpeedPerturb, TimeShift,
-                                            WaveAugment, biquad_filter, peaking_biquad)
+from audiocnn.features.wave_augment import (AddNoise, PitchShift, RandomEQ, RandomGain, Reverb, SpeedPerturb,
+                                            TimeShift, TimeStretch, WaveAugment, biquad_filter, peaking_biquad)
 from audiocnn.modalities.audio import _wave_augment
 
 SR = 16000
@@ -25,7 +25,7 @@ def _tone(freq: float, seconds: float = 1.0, start: float = 0.0, stop: float | N
 
 @pytest.mark.parametrize("factor", [0.9, 1.1])
 def test_speed_scales_pitch_by_factor_measured_by_yin(factor):
-    aug = SpeedPerturb(sample_rate=SR, prob=1.0, low=factor, high=factor, steps=1).train()
+    aug = SpeedPerturb(prob=1.0, low=factor, high=factor, steps=1).train()
     out = aug(torch.from_numpy(_tone(220.0))[None]).numpy()[0]
     valid = out[: int(0.8 * SR)]  # a sped-up clip is zero-padded at the end
     f0 = np.median(librosa.yin(valid, fmin=100, fmax=400, sr=SR, frame_length=2048))
@@ -36,7 +36,7 @@ def test_speed_scales_pitch_by_factor_measured_by_yin(factor):
 @pytest.mark.parametrize("factor", [0.9, 1.1])
 def test_speed_scales_burst_duration_by_inverse_factor(factor):
     burst = _tone(500.0, start=0.1, stop=0.4)  # 0.3 s
-    aug = SpeedPerturb(sample_rate=SR, prob=1.0, low=factor, high=factor, steps=1).train()
+    aug = SpeedPerturb(prob=1.0, low=factor, high=factor, steps=1).train()
     out = aug(torch.from_numpy(burst)[None]).numpy()[0]
     envelope = np.abs(scipy.signal.hilbert(out))
     loud = np.nonzero(envelope > 0.25)[0]
@@ -44,8 +44,38 @@ def test_speed_scales_burst_duration_by_inverse_factor(factor):
     assert loud[0] / SR == pytest.approx(0.1 / factor, abs=0.003)
 
 
+def _pitch(wave: np.ndarray) -> float:
+    return float(np.median(librosa.yin(wave, fmin=100, fmax=400, sr=SR, frame_length=2048)))
+
+
+def _burst(wave: np.ndarray) -> tuple[float, float]:
+    """Start and length, seconds, of where the Hilbert envelope is above half the tone's amplitude."""
+    loud = np.nonzero(np.abs(scipy.signal.hilbert(wave)) > 0.25)[0]
+    return loud[0] / SR, (loud[-1] - loud[0]) / SR
+
+
+@pytest.mark.parametrize("factor", [0.8, 1.25])
+def test_stretch_scales_duration_and_keeps_pitch(factor):
+    aug = TimeStretch(prob=1.0, low=factor, high=factor, steps=1).train()
+    out = aug(torch.from_numpy(_tone(220.0, start=0.1, stop=0.6))[None]).numpy()[0]
+    start, length = _burst(out)
+    assert length == pytest.approx(0.5 / factor, abs=0.01)
+    assert start == pytest.approx(0.1 / factor, abs=0.01)
+    steady = out[int((start + 0.05) * SR): int((start + length - 0.05) * SR)]
+    assert _pitch(steady) == pytest.approx(220.0, rel=0.005)
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+def test_pitch_shift_scales_pitch_and_keeps_duration(factor):
+    aug = PitchShift(prob=1.0, low=factor, high=factor, steps=1).train()
+    out = aug(torch.from_numpy(_tone(220.0, start=0.1, stop=0.6))[None]).numpy()[0]
+    start, length = _burst(out)
+    assert (start, length) == (pytest.approx(0.1, abs=0.01), pytest.approx(0.5, abs=0.01))
+    assert _pitch(out[int(0.15 * SR): int(0.55 * SR)]) == pytest.approx(220.0 * factor, rel=0.005)
+
+
 def test_speed_groups_the_batch_by_factor():
-    aug = SpeedPerturb(sample_rate=SR, prob=1.0).train()
+    aug = SpeedPerturb(prob=1.0).train()
     assert aug.factors == [0.9, 1.0, 1.1]
     wave = torch.from_numpy(np.stack([_tone(220.0)] * 6))
     torch.manual_seed(3)
@@ -190,7 +220,7 @@ def test_gain_is_exact_in_db():
 def _all_on(**over) -> WaveAugment:
     cfg = Config()
     cfg.data.sample_rate = SR
-    for k, v in dict(speed_prob=1.0, shift_prob=1.0, gain_db=3.0, eq_prob=1.0, reverb_prob=1.0, noise_prob=1.0,
+    for k, v in dict(speed_prob=1.0, stretch_prob=1.0, pitch_prob=1.0, shift_prob=1.0, gain_db=3.0, eq_prob=1.0, reverb_prob=1.0, noise_prob=1.0,
                      **over).items():
         setattr(cfg.augment, k, v)
     check_ranges(cfg)
@@ -199,8 +229,8 @@ def _all_on(**over) -> WaveAugment:
 
 def test_builder_order_and_eval_identity():
     aug = _all_on()
-    assert [type(t).__name__ for t in aug.transforms] == ["SpeedPerturb", "TimeShift", "RandomGain", "RandomEQ",
-                                                          "Reverb", "AddNoise"]
+    assert [type(t).__name__ for t in aug.transforms] == ["SpeedPerturb", "TimeStretch", "PitchShift", "TimeShift",
+                                                          "RandomGain", "RandomEQ", "Reverb", "AddNoise"]
     x = torch.randn(2, 4000)
     assert torch.equal(aug.eval()(x), x)
     for t in aug.transforms:

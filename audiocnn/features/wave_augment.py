@@ -4,12 +4,12 @@ Each transform is active only while ``self.training`` and draws its randomness f
 wave's device (CPU or CUDA), which the engine seeds from ``trainer.seed`` and checkpoints, so a resumed run draws
 the same. :class:`WaveAugment` applies them in the fixed order :data:`WAVE_ORDER`, before the front-end:
 
-    speed -> shift -> gain -> eq -> reverb -> noise
+    speed -> stretch -> pitch -> shift -> gain -> eq -> reverb -> noise
 
 Each transform keeps what it drew in ``self.drawn`` (tensors, one row per example) for inspection and tests.
 
 Example:
-    >>> aug = WaveAugment([SpeedPerturb(sample_rate=16000, prob=0.5), AddNoise(prob=1.0, snr_low=5, snr_high=20)])
+    >>> aug = WaveAugment([SpeedPerturb(prob=0.5), AddNoise(sample_rate=16000, prob=1.0, snr_low=5, snr_high=20)])
     >>> wave = aug(wave)   # (batch, time) -> (batch, time); the identity in eval mode
 """
 from __future__ import annotations
@@ -24,11 +24,11 @@ from audiocnn.audio import AUDIO_EXTENSIONS, SincResampler, load_audio
 from audiocnn.core.errors import ConfigError
 from audiocnn.core.registry import Registry
 
-__all__ = ["WAVE_AUGMENTS", "WAVE_ORDER", "AddNoise", "RandomEQ", "RandomGain", "Reverb", "SpeedPerturb", "TimeShift",
-           "WaveAugment", "biquad_filter", "peaking_biquad"]
+__all__ = ["WAVE_AUGMENTS", "WAVE_ORDER", "AddNoise", "PitchShift", "RandomEQ", "RandomGain", "Reverb", "SpeedPerturb",
+           "TimeShift", "TimeStretch", "WaveAugment", "biquad_filter", "peaking_biquad", "phase_vocoder_stretch"]
 
 WAVE_AUGMENTS: Registry[type[nn.Module]] = Registry("waveform augmentation")
-WAVE_ORDER = ("speed", "shift", "gain", "eq", "reverb", "noise")
+WAVE_ORDER = ("speed", "stretch", "pitch", "shift", "gain", "eq", "reverb", "noise")
 """The order :class:`WaveAugment` applies the registered transforms in (the audio modality builds them so)."""
 
 _LN1000 = 3 * math.log(10)  # amplitude decays by 60 dB (a factor 1000) over one RT60
@@ -113,60 +113,148 @@ class TimeShift(nn.Module):
         return torch.gather(wave, 1, src.clamp(0, n - 1)) * inside
 
 
-@WAVE_AUGMENTS.register("speed")
-class SpeedPerturb(nn.Module):
-    """Speed perturbation (Ko et al., 2015; Kaldi, SpeechBrain): resample by a factor, then crop or pad back.
+def _factors(low: float, high: float, steps: int) -> list[float]:
+    """``steps`` factors evenly spaced in ``[low, high]``, rounded to 0.01 (each a small rational ratio)."""
+    return [round(f, 2) for f in (torch.linspace(low, high, steps).tolist() if steps > 1 else [low])]
 
-    A factor ``f`` plays the clip ``f`` times faster: duration ``/ f``, every frequency ``* f``. Each chosen example
-    draws one of ``steps`` factors evenly spaced in ``[low, high]`` (rounded to 0.01, so each is one rational
-    :class:`SincResampler`; the default is Kaldi's 0.9, 1.0, 1.1); the batch is resampled one factor group at a time.
-    A slowed clip keeps its first ``time`` samples; a sped-up one is zero-padded at the end.
+
+def phase_vocoder_stretch(wave: Tensor, rate: float, *, n_fft: int = 512, hop_length: int = 128) -> Tensor:
+    """Time stretch by a phase vocoder (Flanagan and Golden, 1966; librosa's ``phase_vocoder``): duration ``/ rate``,
+    pitch kept.
 
     Args:
-        sample_rate: Hz (only for the ``repr``; the factor is a ratio).
+        wave: ``(batch, time)``.
+        rate: speed-up factor (2: half as long).
+        n_fft / hop_length: STFT size and hop (Hann window).
+
+    Returns:
+        ``(batch, round(time / rate))``, float32.
+
+    Example:
+        >>> phase_vocoder_stretch(torch.randn(2, 16000), 1.25).shape
+        torch.Size([2, 12800])
+    """
+    window = torch.hann_window(n_fft, device=wave.device)
+    spec = torch.stft(wave.float(), n_fft, hop_length, window=window, center=True, return_complex=True)
+    steps = torch.arange(0, spec.shape[-1], rate, device=wave.device, dtype=torch.float64)
+    spec = nn.functional.pad(spec, (0, 2))
+    left, frac = steps.floor().long(), (steps - steps.floor()).float()
+    c0, c1 = spec[..., left], spec[..., left + 1]
+    mag = (1 - frac) * c0.abs() + frac * c1.abs()
+    advance = 2 * math.pi * hop_length * torch.arange(spec.shape[1], device=wave.device) / n_fft
+    dphase = c1.angle() - c0.angle() - advance[:, None]
+    dphase = dphase - 2 * math.pi * torch.round(dphase / (2 * math.pi))
+    phase = spec[..., :1].angle() + torch.cumsum(advance[:, None] + dphase, -1) - (advance[:, None] + dphase)
+    out = torch.polar(mag, phase)
+    return torch.istft(out, n_fft, hop_length, window=window, center=True,
+                       length=int(round(wave.shape[-1] / rate)))
+
+
+def _fit(wave: Tensor, n: int) -> Tensor:
+    """The first ``n`` samples, zero-padded at the end when shorter."""
+    return wave[:, :n] if wave.shape[1] >= n else nn.functional.pad(wave, (0, n - wave.shape[1]))
+
+
+class _Grouped(nn.Module):
+    """A transform that draws one of a few factors per chosen example and processes the batch one factor at a time.
+
+    Each chosen example draws one of ``steps`` factors evenly spaced in ``[low, high]``, rounded to 0.01 so that a
+    resampling subclass (``resampled = True``) needs one rational :class:`SincResampler` per factor.
+
+    Args:
         prob: probability per example.
         low / high: factor range, in ``[0.5, 2.0]``.
         steps: number of factors.
 
     Shape:
         ``(batch, time) -> (batch, time)``; ``drawn["factor"]`` per example (1 when untouched).
-
-    Example:
-        >>> SpeedPerturb(sample_rate=16000, prob=1.0).train()(torch.randn(4, 16000)).shape
-        torch.Size([4, 16000])
     """
 
-    def __init__(self, *, sample_rate: int, prob: float = 0.0, low: float = 0.9, high: float = 1.1,
-                 steps: int = 3) -> None:
+    resampled = False
+
+    def __init__(self, *, prob: float = 0.0, low: float = 0.9, high: float = 1.1, steps: int = 3) -> None:
         super().__init__()
-        self.sample_rate, self.prob = int(sample_rate), float(prob)
-        factors = torch.linspace(low, high, steps).tolist() if steps > 1 else [low]
-        self.factors = [round(f, 2) for f in factors]
-        # speed f: the wave read as if sampled at 100 f, written at 100
-        self.resamplers = nn.ModuleList(SincResampler(int(round(100 * f)), 100, zeros=16) for f in self.factors)
+        self.prob, self.factors = float(prob), _factors(low, high, steps)
+        if self.resampled:  # speed f: the wave read as if sampled at 100 f, written at 100
+            self.resamplers = nn.ModuleList(SincResampler(int(round(100 * f)), 100, zeros=16) for f in self.factors)
         self.drawn: dict[str, Tensor] = {}
+
+    def _one(self, index: int, wave: Tensor) -> Tensor:
+        """The rows ``wave`` ``(rows, time)`` under factor ``self.factors[index]``, same length."""
+        raise NotImplementedError
 
     def forward(self, wave: Tensor) -> Tensor:
         if not self.training or self.prob <= 0:
             return wave
-        batch, n = wave.shape
+        batch = wave.shape[0]
         pick = torch.randint(0, len(self.factors), (batch,), device=wave.device)
         pick = torch.where(_chosen(batch, self.prob, wave.device), pick, -1)
         factor = torch.ones(batch, device=wave.device)
         out = wave.clone()
-        for i, (f, resampler) in enumerate(zip(self.factors, self.resamplers)):
+        for i, f in enumerate(self.factors):
             rows = (pick == i).nonzero()[:, 0]
             if f == 1.0 or rows.numel() == 0:
                 continue
-            y = resampler(wave[rows])
-            y = y[:, :n] if y.shape[1] >= n else nn.functional.pad(y, (0, n - y.shape[1]))
-            out[rows] = y.to(out.dtype)
+            out[rows] = self._one(i, wave[rows]).to(out.dtype)
             factor[rows] = f
         self.drawn = {"factor": factor}
         return out
 
     def extra_repr(self) -> str:
         return f"prob={self.prob}, factors={self.factors}"
+
+
+@WAVE_AUGMENTS.register("speed")
+class SpeedPerturb(_Grouped):
+    """Speed perturbation (Ko et al., 2015; Kaldi, SpeechBrain): resample by a factor, then crop or pad back.
+
+    A factor ``f`` plays the clip ``f`` times faster: duration ``/ f``, every frequency ``* f``; the default factors
+    are Kaldi's 0.9, 1.0, 1.1. A slowed clip keeps its first ``time`` samples; a sped-up one is zero-padded at the
+    end. Arguments and shapes as for the factor-group base class: ``prob``, ``low``, ``high``, ``steps``.
+
+    Example:
+        >>> SpeedPerturb(prob=1.0).train()(torch.randn(4, 16000)).shape
+        torch.Size([4, 16000])
+    """
+
+    resampled = True
+
+    def _one(self, index: int, wave: Tensor) -> Tensor:
+        return _fit(self.resamplers[index](wave), wave.shape[1])
+
+
+@WAVE_AUGMENTS.register("stretch")
+class TimeStretch(_Grouped):
+    """Time stretch by a phase vocoder, pitch kept: duration ``/ f``, then cropped or zero-padded back.
+
+    Arguments and shapes as for the factor-group base class: ``prob``, ``low``, ``high``, ``steps``.
+
+    Example:
+        >>> TimeStretch(prob=1.0).train()(torch.randn(4, 16000)).shape
+        torch.Size([4, 16000])
+    """
+
+    def _one(self, index: int, wave: Tensor) -> Tensor:
+        return _fit(phase_vocoder_stretch(wave, self.factors[index]), wave.shape[1])
+
+
+@WAVE_AUGMENTS.register("pitch")
+class PitchShift(_Grouped):
+    """Pitch shift by a factor ``f``, duration kept: a phase-vocoder stretch to ``time * f``, resampled by ``f``.
+
+    1.06 is about a semitone up. Arguments and shapes as for the factor-group base class: ``prob``, ``low``,
+    ``high``, ``steps``.
+
+    Example:
+        >>> PitchShift(prob=1.0).train()(torch.randn(4, 16000)).shape
+        torch.Size([4, 16000])
+    """
+
+    resampled = True
+
+    def _one(self, index: int, wave: Tensor) -> Tensor:
+        stretched = phase_vocoder_stretch(wave, 1 / self.factors[index])
+        return _fit(self.resamplers[index](stretched), wave.shape[1])
 
 
 def peaking_biquad(f0: Tensor, gain_db: Tensor, q: Tensor, sample_rate: int) -> tuple[Tensor, Tensor]:

@@ -58,8 +58,8 @@ class AudioModality(Modality):
     name = "audio"
     kinds = KINDS
     normalize = "per_frequency"
-    augment_keys = ("freq_masks", "time_masks", "gain_db", "mixup_alpha", "speed_prob", "shift_prob", "eq_prob",
-                    "reverb_prob", "noise_prob", "noise_dir", "rir_dir")
+    augment_keys = ("freq_masks", "time_masks", "gain_db", "mixup_alpha", "speed_prob", "stretch_prob", "pitch_prob",
+                    "shift_prob", "eq_prob", "reverb_prob", "noise_prob", "noise_dir", "rir_dir")
     extensions = AUDIO_EXTENSIONS
     media_types = ("audio/",)
     waveforms = True
@@ -151,8 +151,10 @@ def _wave_augment(cfg: Config) -> WaveAugment | None:
     """The recipe's waveform transforms (registered in ``WAVE_AUGMENTS``) in :data:`WAVE_ORDER`; ``None`` if all off."""
     a, sr = cfg.augment, cfg.data.sample_rate
     args = {  # name: (its probability or size, 0 for off; its typed keyword arguments)
-        "speed": (a.speed_prob, dict(sample_rate=sr, prob=a.speed_prob, low=a.speed_low, high=a.speed_high,
-                                     steps=a.speed_steps)),
+        "speed": (a.speed_prob, dict(prob=a.speed_prob, low=a.speed_low, high=a.speed_high, steps=a.speed_steps)),
+        "stretch": (a.stretch_prob, dict(prob=a.stretch_prob, low=a.stretch_low, high=a.stretch_high,
+                                         steps=a.stretch_steps)),
+        "pitch": (a.pitch_prob, dict(prob=a.pitch_prob, low=a.pitch_low, high=a.pitch_high, steps=a.pitch_steps)),
         "shift": (a.shift_prob, dict(sample_rate=sr, prob=a.shift_prob, max_s=a.shift_s)),
         "gain": (a.gain_db, dict(gain_db=a.gain_db)),
         "eq": (a.eq_prob, dict(sample_rate=sr, prob=a.eq_prob, bands=a.eq_bands, gain_db=a.eq_gain_db,
