@@ -258,3 +258,15 @@ def test_out_of_range_keys_name_the_key():
         _all_on(noise_snr_low=30.0, noise_snr_high=10.0)
     with pytest.raises(ConfigError, match="augment.eq_f_max"):
         _all_on(eq_f_max=9000.0)
+
+
+def test_float32_under_autocast():
+    aug = _all_on().train()
+    x = torch.randn(3, 4000)
+    torch.manual_seed(5)
+    plain = aug(x)
+    torch.manual_seed(5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = aug(x)
+    assert mixed.dtype == torch.float32
+    assert torch.equal(mixed, plain)

@@ -475,6 +475,8 @@ class Reverb(nn.Module):
 class WaveAugment(nn.Module):
     """The waveform transforms, applied in the given order (the builder uses :data:`WAVE_ORDER`); training only.
 
+    They compute in float32, also under ``torch.autocast`` (as the front-ends do).
+
     Args:
         transforms: ``(batch, time) -> (batch, time)`` modules.
 
@@ -492,6 +494,8 @@ class WaveAugment(nn.Module):
     def forward(self, wave: Tensor) -> Tensor:
         if not self.training:
             return wave
-        for transform in self.transforms:
-            wave = transform(wave)
+        with torch.autocast(wave.device.type, enabled=False):  # float32 even under mixed precision, as front-ends
+            wave = wave.float()
+            for transform in self.transforms:
+                wave = transform(wave)
         return wave
