@@ -129,6 +129,66 @@ class AugmentConfig:
     """Mixup Beta(alpha, alpha) on spectrograms and targets; 0 disables."""
     gain_db: float = 0.0
     """Random gain in [-gain_db, +gain_db] dB on the waveform; 0 disables."""
+    # Waveform transforms (audio), on the device, in the order speed, stretch, pitch, shift, gain, eq, reverb, noise;
+    # *_prob 0: off.
+    speed_prob: float = 0.0
+    """Probability of speed perturbation (duration / f, pitch * f), per example."""
+    speed_low: float = 0.9
+    """Smallest speed factor, in [0.5, 2]."""
+    speed_high: float = 1.1
+    """Largest speed factor, in [speed_low, 2]."""
+    speed_steps: int = 3
+    """Factors evenly spaced in [speed_low, speed_high] (3: Kaldi's 0.9, 1.0, 1.1)."""
+    stretch_prob: float = 0.0
+    """Probability of a time stretch (phase vocoder: duration / f, pitch kept), per example."""
+    stretch_low: float = 0.9
+    """Smallest stretch factor, in [0.5, 2]."""
+    stretch_high: float = 1.1
+    """Largest stretch factor, in [stretch_low, 2]."""
+    stretch_steps: int = 3
+    """Factors evenly spaced in [stretch_low, stretch_high]."""
+    pitch_prob: float = 0.0
+    """Probability of a pitch shift (pitch * f, duration kept: stretch then resample), per example."""
+    pitch_low: float = 0.9
+    """Smallest pitch factor, in [0.5, 2] (1.06: about a semitone)."""
+    pitch_high: float = 1.1
+    """Largest pitch factor, in [pitch_low, 2]."""
+    pitch_steps: int = 3
+    """Factors evenly spaced in [pitch_low, pitch_high]."""
+    shift_prob: float = 0.0
+    """Probability of a time shift (zero fill), per example."""
+    shift_s: float = 0.1
+    """Largest time shift, seconds (>= 0)."""
+    eq_prob: float = 0.0
+    """Probability of random EQ (peaking biquads), per example."""
+    eq_bands: int = 2
+    """Peaking bands per example, 1 to 8."""
+    eq_gain_db: float = 6.0
+    """Largest band gain magnitude, dB, in [0, 24]."""
+    eq_f_min: float = 100.0
+    """Lowest band centre, Hz."""
+    eq_f_max: float = 6000.0
+    """Highest band centre, Hz (below data.sample_rate / 2)."""
+    eq_q_low: float = 0.5
+    """Smallest band Q, in (0, eq_q_high]."""
+    eq_q_high: float = 2.0
+    """Largest band Q, at most 10."""
+    reverb_prob: float = 0.0
+    """Probability of reverberation, per example."""
+    reverb_rt60_low: float = 0.2
+    """Shortest RT60 of the generated room impulse responses, seconds, in (0, reverb_rt60_high]."""
+    reverb_rt60_high: float = 0.8
+    """Longest RT60, seconds, at most 3."""
+    rir_dir: str = ""
+    """A folder of room impulse responses to use instead of generated ones; '' generates."""
+    noise_prob: float = 0.0
+    """Probability of additive noise, per example."""
+    noise_snr_low: float = 5.0
+    """Lowest SNR, dB, in [-20, noise_snr_high]."""
+    noise_snr_high: float = 20.0
+    """Highest SNR, dB, at most 80."""
+    noise_dir: str = ""
+    """A folder of noise files; '' uses the other clips of the batch."""
     # Images (frontend.kind: image), on the device, per example, before normalisation:
     invert: float = 0.0
     """Probability of inverting an image (pixel -> 255 - pixel, i.e. 1 - x on [0, 1])."""
@@ -443,7 +503,30 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("data.fit_examples", lambda v: v >= 1, "at least 1"),
     ("augment.mixup_alpha", lambda v: v >= 0, "0 (off) or a positive number"),
     ("augment.gain_db", lambda v: v >= 0, "0 (off) or a positive number of dB"),
+    *((f"augment.{k}_prob", lambda v: 0 <= v <= 1, "a probability in [0, 1] (0: off)")
+      for k in ("speed", "stretch", "pitch", "shift", "eq", "reverb", "noise")),
+    ("augment.speed_low", lambda v: 0.5 <= v <= 2, "a factor in [0.5, 2]"),
+    ("augment.speed_high", lambda v: 0.5 <= v <= 2, "a factor in [0.5, 2], at least augment.speed_low"),
+    ("augment.speed_steps", lambda v: v >= 1, "at least 1"),
+    *(rule for k in ("stretch", "pitch") for rule in (
+        (f"augment.{k}_low", lambda v: 0.5 <= v <= 2, "a factor in [0.5, 2]"),
+        (f"augment.{k}_high", lambda v: 0.5 <= v <= 2, f"a factor in [0.5, 2], at least augment.{k}_low"),
+        (f"augment.{k}_steps", lambda v: v >= 1, "at least 1"))),
+    ("augment.shift_s", lambda v: v >= 0, "0 or more seconds"),
+    ("augment.eq_bands", lambda v: 1 <= v <= 8, "1 to 8 bands"),
+    ("augment.eq_gain_db", lambda v: 0 <= v <= 24, "in [0, 24] dB"),
+    ("augment.eq_q_low", lambda v: v > 0, "a positive Q"),
+    ("augment.eq_q_high", lambda v: 0 < v <= 10, "a Q in (0, 10], at least augment.eq_q_low"),
+    ("augment.reverb_rt60_low", lambda v: v > 0, "a positive number of seconds"),
+    ("augment.reverb_rt60_high", lambda v: 0 < v <= 3, "in (0, 3] seconds, at least augment.reverb_rt60_low"),
+    ("augment.noise_snr_low", lambda v: -20 <= v <= 80, "in [-20, 80] dB"),
+    ("augment.noise_snr_high", lambda v: -20 <= v <= 80, "in [-20, 80] dB, at least augment.noise_snr_low"),
 ]
+
+_ORDERED = [("augment.speed_low", "augment.speed_high"), ("augment.stretch_low", "augment.stretch_high"),
+            ("augment.pitch_low", "augment.pitch_high"), ("augment.eq_q_low", "augment.eq_q_high"),
+            ("augment.reverb_rt60_low", "augment.reverb_rt60_high"), ("augment.noise_snr_low", "augment.noise_snr_high")]
+"""Range pairs: the low end may not exceed the high end."""
 
 
 def check_ranges(cfg: Config) -> None:
@@ -453,6 +536,10 @@ def check_ranges(cfg: Config) -> None:
         value = getattr(getattr(cfg, section), name)
         if not ok(value):
             raise ConfigError(f"{key}={value!r} is out of range; use {what}")
+    for low, high in _ORDERED:
+        lo, hi = (getattr(cfg.augment, k.split(".")[1]) for k in (low, high))
+        if lo > hi:
+            raise ConfigError(f"{low}={lo!r} is above {high}={hi!r}; lower {low} or raise {high}")
     if cfg.trainer.device != "auto":
         parse_device(cfg.trainer.device)
 

@@ -67,8 +67,15 @@ def _train_cmd(tmp_path, *args):
 
 def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
     recipe = str(ROOT / "recipes" / "quickstart.yaml")
+    noise_dir = tmp_path / "noise"  # every waveform augmentation on, the noise read from a folder
+    noise_dir.mkdir()
+    sf.write(noise_dir / "hum.wav", np.random.default_rng(0).standard_normal(4000).astype(np.float32) * 0.1, 8000)
     common = tiny_overrides(tmp_path, "trainer.epochs=6", "augment.mixup_alpha=0.3", "augment.time_masks=1",
-                            "augment.gain_db=3", "model.args.drop_rate=0.3")
+                            "augment.gain_db=3", "model.args.drop_rate=0.3", "augment.speed_prob=0.5",
+                            "augment.stretch_prob=0.3", "augment.pitch_prob=0.3",
+                            "augment.shift_prob=0.5", "augment.eq_prob=0.5", "augment.eq_f_max=3000",
+                            "augment.reverb_prob=0.5", "augment.reverb_rt60_high=0.4", "augment.noise_prob=0.5",
+                            f"augment.noise_dir={noise_dir}")
     ref = _train_cmd(tmp_path, recipe, *common, "trainer.output_dir=ref")
     out, _ = ref.communicate(timeout=300)
     assert ref.returncode == 0, out

@@ -175,9 +175,6 @@ def train_one_epoch(model: Classifier, loader, optimizer, scheduler, scaler, cfg
         wave = batch.wave.to(device, non_blocking=True)
         target = batch.target.to(device, non_blocking=True)
         mix = draw_mixup(wave.shape[0], cfg.augment.mixup_alpha, device)
-        if cfg.augment.gain_db > 0:
-            gain_db = (torch.rand(wave.shape[0], 1, device=device) * 2 - 1) * cfg.augment.gain_db
-            wave = wave * 10 ** (gain_db / 20)
         with autocast(device, tr.precision):
             logits = model(wave, mix=mix)
         if mix is None:

@@ -1,6 +1,6 @@
-"""Audio: waveforms through a spectrogram front-end, per-frequency normalisation and SpecAugment.
+"""Audio: waveforms through waveform augmentation, a spectrogram front-end, per-frequency normalisation and SpecAugment.
 
-    wave (batch, time) -> frontend -> (batch, n_features, frames) -> FrequencyNorm -> mixup, SpecAugment (training)
+    wave (batch, time) -> WaveAugment (training) -> frontend -> (batch, n_features, frames) -> FrequencyNorm -> mixup, SpecAugment (training)
     -> 2-D network: (batch, 1, n_features, frames) | 1-D network: (batch, n_features, frames) -> logits
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ from audiocnn.data import AudioCache, AudioDataset, build_loaders, build_splits,
 from audiocnn.data.shards import ShardSet, fit_loader, shard_loaders, shard_set_of
 from audiocnn.features import KINDS, FrequencyNorm, FrontendSettings, SpecAugment
 from audiocnn.features import mix as apply_mix
+from audiocnn.features.wave_augment import WAVE_AUGMENTS, WAVE_ORDER, WaveAugment
 from audiocnn.models.registry import InputSpec
 from audiocnn.modalities.base import Data, InputParts, Modality, register_modality
 from audiocnn.modalities.classifier import Classifier, Mix
@@ -33,19 +34,22 @@ class AudioClassifier(Classifier):
         frontend: waveform -> ``(batch, n_features, frames)``; its kernels are not saved.
         network: a model with ``dims``, ``forward_features`` and ``forward_head`` (a :class:`ConvNet`).
         augment: spectrogram augmentation, active only in training mode.
+        wave_augment: waveform augmentation before the front-end, active only in training mode.
     """
 
     modality = "audio"
 
-    def __init__(self, frontend: nn.Module, network: nn.Module, augment: nn.Module | None = None):
+    def __init__(self, frontend: nn.Module, network: nn.Module, augment: nn.Module | None = None,
+                 wave_augment: nn.Module | None = None):
         super().__init__(frontend, FrequencyNorm(frontend.n_features), network, augment)
+        self.wave_augment = wave_augment if wave_augment is not None else nn.Identity()
 
     def spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
         """``(batch, time) -> (batch, n_features, frames)``, normalised, float32."""
         return self.norm(self.frontend(wave))
 
     def network_input(self, wave: torch.Tensor, mix: Mix | None = None) -> torch.Tensor:
-        spec = self.augment(apply_mix(self.spectrogram(wave), mix))
+        spec = self.augment(apply_mix(self.spectrogram(self.wave_augment(wave)), mix))
         return spec.unsqueeze(1) if self.network.dims == 2 else spec
 
 
@@ -54,7 +58,8 @@ class AudioModality(Modality):
     name = "audio"
     kinds = KINDS
     normalize = "per_frequency"
-    augment_keys = ("freq_masks", "time_masks", "gain_db", "mixup_alpha")
+    augment_keys = ("freq_masks", "time_masks", "gain_db", "mixup_alpha", "speed_prob", "stretch_prob", "pitch_prob",
+                    "shift_prob", "eq_prob", "reverb_prob", "noise_prob", "noise_dir", "rir_dir")
     extensions = AUDIO_EXTENSIONS
     media_types = ("audio/",)
     waveforms = True
@@ -85,7 +90,7 @@ class AudioModality(Modality):
             augment = SpecAugment(freq_masks=a.freq_masks, freq_mask_param=a.freq_mask_param,
                                   time_masks=a.time_masks, time_mask_param=a.time_mask_param)
         frames = frontend.num_frames(_samples(cfg.data.duration, cfg.data.sample_rate))
-        return InputParts(frontend, augment, frontend.n_features, (frames,))
+        return InputParts(frontend, augment, frontend.n_features, (frames,), _wave_augment(cfg))
 
     def network_args(self, parts: InputParts, spec: InputSpec, args: dict) -> dict:
         if spec.rank(args) == 1:  # the features are the channels
@@ -99,7 +104,7 @@ class AudioModality(Modality):
         return out
 
     def classifier(self, parts: InputParts, network: nn.Module) -> AudioClassifier:
-        return AudioClassifier(parts.frontend, network, parts.augment)
+        return AudioClassifier(parts.frontend, network, parts.augment, parts.wave_augment)
 
     def example_input(self, cfg: Config, model: Classifier, batch_size: int) -> tuple[torch.Tensor, str]:
         n = _samples(cfg.data.duration, cfg.data.sample_rate)
@@ -140,6 +145,27 @@ def _windows(cfg: Config, wave: np.ndarray, hop: float | None) -> tuple[torch.Te
                               _samples(hop if hop is not None else cfg.data.window_hop, sr))
     info = {"duration_s": round(len(wave) / sr, 3), "windows": len(windows)}
     return torch.from_numpy(np.ascontiguousarray(windows)), info
+
+
+def _wave_augment(cfg: Config) -> WaveAugment | None:
+    """The recipe's waveform transforms (registered in ``WAVE_AUGMENTS``) in :data:`WAVE_ORDER`; ``None`` if all off."""
+    a, sr = cfg.augment, cfg.data.sample_rate
+    args = {  # name: (its probability or size, 0 for off; its typed keyword arguments)
+        "speed": (a.speed_prob, dict(prob=a.speed_prob, low=a.speed_low, high=a.speed_high, steps=a.speed_steps)),
+        "stretch": (a.stretch_prob, dict(prob=a.stretch_prob, low=a.stretch_low, high=a.stretch_high,
+                                         steps=a.stretch_steps)),
+        "pitch": (a.pitch_prob, dict(prob=a.pitch_prob, low=a.pitch_low, high=a.pitch_high, steps=a.pitch_steps)),
+        "shift": (a.shift_prob, dict(sample_rate=sr, prob=a.shift_prob, max_s=a.shift_s)),
+        "gain": (a.gain_db, dict(gain_db=a.gain_db)),
+        "eq": (a.eq_prob, dict(sample_rate=sr, prob=a.eq_prob, bands=a.eq_bands, gain_db=a.eq_gain_db,
+                               f_min=a.eq_f_min, f_max=a.eq_f_max, q_low=a.eq_q_low, q_high=a.eq_q_high)),
+        "reverb": (a.reverb_prob, dict(sample_rate=sr, prob=a.reverb_prob, rt60_low=a.reverb_rt60_low,
+                                       rt60_high=a.reverb_rt60_high, rir_dir=a.rir_dir)),
+        "noise": (a.noise_prob, dict(sample_rate=sr, prob=a.noise_prob, snr_low=a.noise_snr_low,
+                                     snr_high=a.noise_snr_high, noise_dir=a.noise_dir)),
+    }
+    transforms = [WAVE_AUGMENTS.get(name)(**args[name][1]) for name in WAVE_ORDER if args[name][0] > 0]
+    return WaveAugment(transforms) if transforms else None
 
 
 def _samples(seconds: float, sample_rate: int) -> int:

@@ -39,12 +39,14 @@ class InputParts:
         augment: training-only augmentation, or ``None``.
         n_features: feature rows (audio) or channels (images).
         spatial: the feature map's spatial size after the front-end: ``(frames,)`` or ``(height, width)``.
+        wave_augment: training-only waveform augmentation before the front-end (audio), or ``None``.
     """
 
     frontend: nn.Module
     augment: nn.Module | None
     n_features: int
     spatial: tuple[int, ...]
+    wave_augment: nn.Module | None = None
 
 
 class Modality:
