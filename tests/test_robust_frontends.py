@@ -50,3 +50,54 @@ def test_deltas_reject_short_input_and_bad_width():
         Deltas(order=1, width=9)(torch.zeros(1, 4, 8))
     with pytest.raises(ValueError, match="odd width"):
         Deltas(order=1, width=4)
+
+
+@pytest.mark.parametrize("backend", ["torch", "librosa"])
+def test_frontend_log_pcen_is_librosa_pcen_of_librosa_mel(backend):
+    from audiocnn.features import build_frontend
+
+    sr, hop = 16000, 160
+    y = _tone(sr, 2.0)
+    S = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=512, hop_length=hop, n_mels=40, power=1.0, center=True,
+                                       pad_mode="constant", htk=False, norm="slaney")
+    ref = librosa.pcen(S * PCEN_INPUT_SCALE, sr=sr, hop_length=hop)
+    fe = build_frontend(sample_rate=sr, kind="logmel", backend=backend, n_fft=512, hop_length=hop, n_mels=40,
+                        power=1.0, log="pcen")
+    out = fe(torch.from_numpy(y)[None])[0].numpy()
+    assert out.shape == ref.shape
+    np.testing.assert_allclose(out, ref, rtol=2e-3, atol=2e-3 * np.abs(ref).max())
+
+
+def test_frontend_log_pcen_trains_from_a_recipe(tmp_path):
+    from pathlib import Path
+
+    from test_engine import read_metrics, tiny_overrides
+
+    from audiocnn.config import load_config
+    from audiocnn.pipelines import train
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
+    cfg = load_config(recipe, tiny_overrides(tmp_path, "frontend.log=pcen", "frontend.power=1.0",
+                                             "trainer.epochs=1", "trainer.report=false"))
+    run = train(cfg)
+    rows = read_metrics(run)
+    assert len(rows) == 1 and np.isfinite(float(rows[0]["train_loss"]))
+    assert (run / "checkpoints").is_dir()
+
+
+def test_frontend_log_unknown_value_names_the_key():
+    from audiocnn.core.errors import ConfigError
+    from audiocnn.features import build_frontend
+
+    with pytest.raises(ConfigError, match="frontend.log='pcn' is not one of db, log, pcen"):
+        build_frontend(sample_rate=16000, log="pcn")
+
+
+def test_streaming_frame_by_frame_refuses_pcen():
+    from audiocnn.core.errors import ConfigError
+    from audiocnn.deploy.stream import FrameStream
+    from audiocnn.features import FrequencyNorm, build_frontend
+
+    fe = build_frontend(sample_rate=16000, kind="logmel", n_mels=40, log="pcen", power=1.0)
+    with pytest.raises(ConfigError, match="frontend.log=pcen .* --recompute"):
+        FrameStream(fe, FrequencyNorm(40), window_frames=50)

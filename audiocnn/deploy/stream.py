@@ -145,6 +145,9 @@ class FrameStream:
         if s.kind == "cqt":
             raise ConfigError("frontend.kind=cqt: nnAudio's CQT kernels are not framed like an STFT, so frames are "
                               "not computed one by one; use --recompute")
+        if s.kind == "logmel" and s.log == "pcen":
+            raise ConfigError("frontend.log=pcen smooths each frame with every frame before it, from the clip's start; "
+                              "frames pushed one by one would each restart it: use --recompute")
         if s.center and s.pad_mode == "circular":
             raise ConfigError("frontend.pad_mode=circular pads a clip's start with its end; a stream has no end yet: "
                               "use --recompute")

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from audiocnn.core.errors import ConfigError
 from audiocnn.features.efficientat_input import EfficientATMel
 from audiocnn.features.kernels import FixedKernels, exact_float32
+from audiocnn.features.pcen import PCEN, PCEN_INPUT_SCALE
 
 
 __all__ = ["BACKENDS", "FixedKernels", "Frontend", "FrontendSettings", "KINDS", "build_frontend", "exact_float32"]
@@ -81,8 +82,11 @@ class FrontendSettings:
     f_max: Optional[float] = None
     norm: Optional[str] = "slaney"
     mel_scale: Literal["slaney", "htk"] = "slaney"
-    log: Literal["db", "log"] = "db"
-    """``db``: 10*log10(max(S, amin)) (librosa.power_to_db, ref=1); ``log``: ln(S + log_offset)."""
+    log: Literal["db", "log", "pcen"] = "db"
+    """``db``: 10*log10(max(S, amin)) (librosa.power_to_db, ref=1); ``log``: ln(S + log_offset); ``pcen``:
+    per-channel energy normalisation, ``librosa.pcen(S * 2**31, sr=sample_rate, hop_length=hop_length)`` with
+    librosa's defaults (gain 0.98, bias 2, power 0.5, time constant 0.4 s), robust to a recording's gain and
+    channel (Wang et al., 2017; librosa recommends ``power: 1``, a magnitude spectrogram)."""
     amin: float = 1e-10
     log_offset: float = 1e-6
     top_db: Optional[float] = None
@@ -182,6 +186,8 @@ class Frontend(FixedKernels):
         self.frame_length = cfg.n_fft
         if cfg.kind == "mfcc":
             self.register_buffer("dct", _dct_matrix(cfg.n_mfcc, cfg.n_mels), persistent=False)
+        if cfg.kind in ("logmel", "cqt") and cfg.log == "pcen":
+            self.pcen = PCEN(sample_rate=self.sample_rate, hop_length=cfg.hop_length)
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -231,6 +237,8 @@ class Frontend(FixedKernels):
         if c.kind in ("logmel", "cqt"):
             if c.log == "db":
                 return _power_to_db(S, amin=c.amin, top_db=c.top_db)
+            if c.log == "pcen":
+                return self.pcen(S * PCEN_INPUT_SCALE)
             return torch.log(S + c.log_offset)
         return S
 
@@ -458,6 +466,8 @@ class LibrosaFrontend(Frontend):
             )
             if c.kind == "mfcc":
                 return librosa.feature.mfcc(S=db(S), n_mfcc=c.n_mfcc, dct_type=2, norm="ortho")
+            if c.kind == "logmel" and c.log == "pcen":
+                return librosa.pcen(S * PCEN_INPUT_SCALE, sr=self.sample_rate, hop_length=c.hop_length)
             if c.kind == "logmel":
                 return db(S) if c.log == "db" else np.log(S + c.log_offset)
             return S
@@ -510,7 +520,7 @@ def _validate(cfg: FrontendSettings, sample_rate: int) -> None:
         scipy.signal.get_window(cfg.window, 16, fftbins=True)
     except ValueError as e:
         raise ConfigError(f"frontend.window={cfg.window!r} is not a window scipy.signal.get_window knows ({e})") from None
-    _check(cfg.log in ("db", "log"), f"frontend.log={cfg.log!r} is not one of db, log")
+    _check(cfg.log in ("db", "log", "pcen"), f"frontend.log={cfg.log!r} is not one of db, log, pcen")
     _check(cfg.amin > 0, f"frontend.amin must be positive, got {cfg.amin}")
     _check(cfg.top_db is None or cfg.top_db >= 0, f"frontend.top_db must be >= 0 or null, got {cfg.top_db}")
     nyquist = sample_rate / 2.0
@@ -541,7 +551,7 @@ def build_frontend(*, sample_rate: int, kind: str = "logmel", backend: Backend =
                    win_length: Optional[int] = None, hop_length: int = 256, window: str = "hann", center: bool = True,
                    pad_mode: str = "constant", power: float = 2.0, n_mels: int = 64, f_min: float = 0.0,
                    f_max: Optional[float] = None, norm: Optional[str] = "slaney",
-                   mel_scale: Literal["slaney", "htk"] = "slaney", log: Literal["db", "log"] = "db",
+                   mel_scale: Literal["slaney", "htk"] = "slaney", log: Literal["db", "log", "pcen"] = "db",
                    amin: float = 1e-10, log_offset: float = 1e-6, top_db: Optional[float] = None, n_mfcc: int = 20,
                    n_bins: int = 84, bins_per_octave: int = 12, preemphasis: float = 0.0) -> Frontend:
     """Build a front-end module; the arguments are :class:`FrontendSettings`' fields (torchaudio's names).
