@@ -113,8 +113,15 @@ class FrontendConfig(FrontendSettings):
     """
 
     kind: Literal[FRONTEND_KINDS] = "logmel"
-    normalize: Literal["none", "per_frequency", "per_channel"] = "per_frequency"
-    """Per-frequency (spectrograms) or per-channel (``kind: image``) mean/std, estimated on the training split only."""
+    normalize: Literal["none", "per_frequency", "per_utterance", "per_channel"] = "per_frequency"
+    """Per-frequency (spectrograms) or per-channel (``kind: image``) mean/std, estimated on the training split only;
+    ``per_utterance``: each clip's rows standardised over its own frames (CMVN, spectrograms)."""
+    deltas: int = 0
+    """Spectrograms: 1 adds delta, 2 delta and delta-delta features (``librosa.feature.delta``, mode ``interp``) of
+    the normalised spectrogram, as input channels of a 2-D network (``in_chans`` follows) or more feature rows of
+    a 1-D one. 0: the spectrogram alone."""
+    delta_width: int = 9
+    """Frames in each delta's Savitzky-Golay window (odd, at least 3; librosa's default 9)."""
 
 
 @dataclass
@@ -246,6 +253,10 @@ class TrainerConfig:
     this process may use (affinity and cgroup quota) shared among torchrun's local processes."""
     grad_clip: float = 0.0
     """Clip the gradient norm to this value; 0 disables."""
+    ema_decay: float = 0.0
+    """Keep an exponential moving average of the weights with this decay (0.999 is usual; warm-up
+    ``(1 + n) / (10 + n)`` over the first steps); it becomes the run's model: ``val_*``, ``best.pt`` and
+    evaluation use it, the trained weights are logged as ``raw_val_*`` (:mod:`audiocnn.engine.ema`). 0 disables."""
     monitor: str = ""
     """Metric for the best checkpoint and early stopping (a column of metrics.csv); empty: the task's own
     (multiclass and binary ``val_accuracy``, multilabel ``val_mAP``, regression ``val_loss``)."""
@@ -494,7 +505,10 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("optim.backbone_lr_scale", lambda v: v > 0, "a positive number (1 for one learning rate)"),
     ("trainer.epochs", lambda v: v >= 1, "at least 1"),
     ("trainer.top_k", lambda v: v >= 1, "at least 1"),
+    ("frontend.deltas", lambda v: v in (0, 1, 2), "0, 1 (delta) or 2 (delta and delta-delta)"),
+    ("frontend.delta_width", lambda v: v >= 3 and v % 2 == 1, "an odd number of frames, at least 3"),
     ("trainer.grad_clip", lambda v: v >= 0, "0 (off) or a positive number"),
+    ("trainer.ema_decay", lambda v: 0 <= v < 1, "0 (off) or a decay in (0, 1), e.g. 0.999"),
     ("trainer.early_stopping", lambda v: v >= 0, "0 (off) or a number of epochs"),
     ("trainer.max_steps_per_epoch", lambda v: v >= 0, "0 (a full epoch) or a number of steps"),
     ("trainer.checkpoint_every_steps", lambda v: v >= 0, "0 (at epoch ends only) or a number of steps"),

@@ -101,3 +101,95 @@ def test_streaming_frame_by_frame_refuses_pcen():
     fe = build_frontend(sample_rate=16000, kind="logmel", n_mels=40, log="pcen", power=1.0)
     with pytest.raises(ConfigError, match="frontend.log=pcen .* --recompute"):
         FrameStream(fe, FrequencyNorm(40), window_frames=50)
+
+
+def test_utterance_norm_is_each_rows_own_standardisation():
+    from audiocnn.features import UtteranceNorm
+
+    x = np.random.default_rng(3).standard_normal((2, 5, 40)) * [[[1.0], [3.0], [0.1], [10.0], [2.0]]] + 7.0
+    ref = (x - x.mean(axis=-1, keepdims=True)) / x.std(axis=-1, keepdims=True)
+    out = UtteranceNorm(5)(torch.from_numpy(x).float()).numpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_per_utterance_removes_a_fixed_channel_and_a_gain():
+    """A microphone's response is a fixed offset of each log-mel row, a gain one offset of all: CMVN sees neither."""
+    import scipy.signal
+
+    from audiocnn.features import UtteranceNorm, build_frontend
+
+    y = _tone(16000, 2.0) + 0.05 * np.random.default_rng(4).standard_normal(32000).astype(np.float32)
+    b, a = scipy.signal.butter(2, 2000, btype="low", fs=16000)  # a dull microphone, then 12 dB louder
+    coloured = (4.0 * scipy.signal.lfilter(b, a, y)).astype(np.float32)
+    fe = build_frontend(sample_rate=16000, kind="logmel", n_mels=24, f_max=1500.0, log="log")
+    norm = UtteranceNorm(24)
+    plain, heard = (fe(torch.from_numpy(w)[None]) for w in (y, coloured))
+    assert (heard - plain).abs().mean() > 2.5  # the log-mels differ by ~ln 16 ...
+    assert (norm(heard) - norm(plain)).abs().mean() < 0.02  # ... their CMVN (the filter's start-up transient)
+
+
+def _deltas_cfg(tmp_path, *extra):
+    from pathlib import Path
+
+    from test_engine import tiny_overrides
+
+    from audiocnn.config import load_config
+
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.yaml"
+    return load_config(recipe, tiny_overrides(tmp_path, *extra))
+
+
+@pytest.mark.parametrize("model", ["cnn_tiny", "tcn"])
+def test_frontend_deltas_are_librosa_deltas_of_the_normalised_spectrogram(tmp_path, model):
+    from audiocnn.build import build_classifier
+
+    cfg = _deltas_cfg(tmp_path, "frontend.deltas=2", "frontend.normalize=per_utterance", f"model.name={model}")
+    if model == "tcn":
+        cfg.model.args = {"channels": [8, 8]}
+    clf = build_classifier(cfg, ["a", "b", "c", "d"]).eval()
+    wave = torch.from_numpy(_tone(8000, 0.5))[None]
+    spec = clf.spectrogram(wave)[0].numpy()
+    x = clf.network_input(wave)[0].detach().numpy()
+    n = spec.shape[0]
+    maps = x if model == "cnn_tiny" else x.reshape(3, n, -1)  # 1-D: the three maps' rows one after another
+    assert maps.shape == (3, *spec.shape)
+    np.testing.assert_allclose(maps[0], spec)
+    for k in (1, 2):
+        ref = librosa.feature.delta(spec, width=9, order=k, mode="interp")
+        np.testing.assert_allclose(maps[k], ref, rtol=1e-4, atol=1e-5 * np.abs(ref).max())
+    assert clf(wave).shape == (1, 4)
+
+
+def test_a_recipe_trains_and_evaluates_with_per_utterance_and_deltas(tmp_path):
+    from test_engine import read_metrics
+
+    from audiocnn.evaluation.evaluate import evaluate_run
+    from audiocnn.pipelines import train
+
+    run = train(_deltas_cfg(tmp_path, "frontend.deltas=1", "frontend.normalize=per_utterance", "trainer.epochs=1",
+                            "trainer.report=false"), quiet=True)
+    assert np.isfinite(float(read_metrics(run)[0]["train_loss"]))
+    assert "accuracy" in evaluate_run(run, quiet=True)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("frontend.deltas=3",), "frontend.deltas"),
+    (("frontend.deltas=1", "frontend.delta_width=4"), "frontend.delta_width"),
+    (("frontend.deltas=1", "frontend.delta_width=99"), "frontend.delta_width=99 frames, but a 0.5 s crop has"),
+    (("frontend.deltas=2", "model.args.in_chans=1"), "model.args.in_chans=1, but frontend.deltas gives 3"),
+])
+def test_delta_settings_that_cannot_work_name_the_key(tmp_path, extra, message):
+    from audiocnn.build import build_classifier
+    from audiocnn.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        build_classifier(_deltas_cfg(tmp_path, *extra), ["a", "b"])
+
+
+def test_streaming_frame_by_frame_refuses_per_utterance():
+    from audiocnn.core.errors import ConfigError
+    from audiocnn.deploy.stream import FrameStream
+    from audiocnn.features import UtteranceNorm, build_frontend
+
+    with pytest.raises(ConfigError, match="per_utterance .* --recompute"):
+        FrameStream(build_frontend(sample_rate=16000, n_mels=40), UtteranceNorm(40), window_frames=50)

@@ -73,7 +73,7 @@ from audiocnn.core.errors import ConfigError, ModelError
 from audiocnn.deploy.sources import mic_blocks, pcm_blocks, raw_format, read_wav_header, resampled
 from audiocnn.embed.windows import stream_file
 from audiocnn.evaluation.predict import describe_outputs
-from audiocnn.features import Frontend
+from audiocnn.features import FrequencyNorm, Frontend
 from audiocnn.models.temporal import (CausalConv1d, CausalConvNet, GatedResidualLayer, TemporalBlock, WaveNetOut,
                                       WaveNetStack)
 from audiocnn.modalities import Classifier
@@ -151,6 +151,9 @@ class FrameStream:
         if s.center and s.pad_mode == "circular":
             raise ConfigError("frontend.pad_mode=circular pads a clip's start with its end; a stream has no end yet: "
                               "use --recompute")
+        if not isinstance(norm, FrequencyNorm):
+            raise ConfigError("frontend.normalize=per_utterance standardises each frame by the statistics of the whole "
+                              "window, which change with every hop: use --recompute")
         self.norm = norm
         self.device = norm.mean.device
         self.waveform = s.kind == "waveform"
@@ -326,6 +329,8 @@ class CausalEngine:
     name = "incremental"
 
     def __init__(self, model: Classifier, *, window: int):
+        if getattr(model, "deltas", None) is not None:
+            raise ConfigError("frontend.deltas: the edge frames' deltas change as the window moves: use --recompute")
         frames = model.frontend.num_frames(window)
         self.frames = FrameStream(model.frontend, model.norm, window_frames=frames)
         self.net = CausalNetStream(model.network)

@@ -28,6 +28,7 @@ from audiocnn.core.runtime import seed_everything, show_progress
 from audiocnn.core.threads import ThreadAdapter
 from audiocnn.data.loader import EpochShuffleSampler, make_loader
 from audiocnn.engine.distributed import DistContext, elastic_resume, remember_elastic_run, setup
+from audiocnn.engine.ema import WeightEMA
 from audiocnn.engine.logging import ProgressLine, RunLogger, check_loggers, write_env
 from audiocnn.features import draw_mixup
 from audiocnn.inference import autocast, evaluate_loader, progress
@@ -131,8 +132,9 @@ def compile_network(network: nn.Module) -> None:
 
 @torch.no_grad()
 def fit_normalizer(model: Classifier, data: Data, cfg: Config, device: torch.device) -> None:
-    """Per-frequency (audio) or per-channel (images) statistics from the training split only, unaugmented."""
-    if cfg.frontend.normalize == "none":
+    """Per-frequency (audio) or per-channel (images) statistics from the training split only, unaugmented
+    (``per_utterance`` fits nothing: each clip is its own reference)."""
+    if cfg.frontend.normalize in ("none", "per_utterance"):
         return
     batches = modality_of(cfg).normalizer_batches(cfg, data)
     model.norm.fit(model.frontend(batch.wave.to(device)) for batch in batches)
@@ -142,7 +144,7 @@ def train_one_epoch(model: Classifier, loader, optimizer, scheduler, scaler, cfg
                     *, epoch: int, show: bool, dist: DistContext | None = None,
                     report: Callable[[str], None] | None = None, start_step: int = 0, carry: dict | None = None,
                     checkpoint: Callable[[int, dict], None] | None = None,
-                    threads: ThreadAdapter | None = None) -> dict[str, float]:
+                    threads: ThreadAdapter | None = None, ema: WeightEMA | None = None) -> dict[str, float]:
     """One pass over the training loader; returns mean loss (and accuracy for multiclass), over all processes
     of a distributed run (``dist``), and how fast it went: ``train_time_s``, ``train_samples``,
     ``samples_per_s`` and ``data_wait``, the fraction of that time this process spent waiting for the next
@@ -153,7 +155,7 @@ def train_one_epoch(model: Classifier, loader, optimizer, scheduler, scaler, cfg
 
     A resumed epoch starts at ``start_step`` (the loader skips the batches before it) with the sums ``carry``
     saved with it; every ``trainer.checkpoint_every_steps`` steps before the last, ``checkpoint(steps_done,
-    sums)`` saves this process's sums so far."""
+    sums)`` saves this process's sums so far. ``ema`` (``trainer.ema_decay``) is updated after every step."""
     task, tr = get_task(cfg.data.task), cfg.trainer
     model.train()
     carry = carry or {}
@@ -193,6 +195,8 @@ def train_one_epoch(model: Classifier, loader, optimizer, scheduler, scaler, cfg
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
+        if ema is not None:
+            ema.update()
         total_loss += loss.item() * wave.shape[0]
         seen += wave.shape[0]
         if task.name == "multiclass" and mix is None:
@@ -353,8 +357,11 @@ def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path |
         ctx.broadcast_tensors(list(model.norm.buffers()))
         n_params = sum(p.numel() for p in model.parameters())
         log.info(f"model: {cfg.model.name} | {n_params:,} parameters | task: {task.name}")
-    else:
-        model.load_state_dict(state["model"])
+    else:  # with EMA, "model" holds the averaged weights and "raw_model" the trained ones
+        model.load_state_dict(state.get("raw_model", state["model"]))
+    ema = WeightEMA(model, decay=tr.ema_decay) if tr.ema_decay else None
+    if ema is not None and state is not None:
+        ema.load_state_dict(state["model"], updates=state.get("ema_updates", 0))
     if tr.compile:
         compile_network(model.network)
     net = ctx.wrap(model)  # DistributedDataParallel with several processes, else the model itself
@@ -397,7 +404,9 @@ def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path |
         partial = ctx.all_gather_object(sums) if step else None
         if not ctx.is_main:  # the plain model: no DDP "module." prefix, loads with any number of processes
             return
-        ckpt = dict(model=model, config=config_to_dict(cfg), labels=labels, task=task.name, epoch=epoch_done,
+        weights = dict(model=model) if ema is None else \
+            dict(model=ema.averaged, raw_model=model.state_dict(), ema_updates=ema.updates)
+        ckpt = dict(**weights, config=config_to_dict(cfg), labels=labels, task=task.name, epoch=epoch_done,
                     optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                     scaler=scaler.state_dict(), rng=rng[0], **({"rng_ranks": rng} if ctx.enabled else {}),
                     best=best, best_epoch=best_epoch, stale=stale,
@@ -421,14 +430,18 @@ def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path |
                                    show=show, dist=ctx, report=log.info, start_step=start_step, carry=carry,
                                    checkpoint=lambda step, sums: save(epoch - 1, prev_row, improved=False,
                                                                       step=step, sums=sums),
-                                   threads=threads))
+                                   threads=threads, ema=ema))
         start_step, carry = 0, None
         ctx.average_batchnorm(model)
-        if val_loader is not None:
-            out, tgt, loss = evaluate_loader(model, val_loader, task.name, device, precision=tr.precision)
+        if ema is not None:
+            ctx.average_batchnorm(ema.averaged)
+        # With EMA the averaged weights are the run's model (val_*), the trained ones raw_val_*.
+        evaluated = [(model, "val_")] if ema is None else [(ema.averaged, "val_"), (model, "raw_val_")]
+        for weights, prefix in evaluated if val_loader is not None else ():
+            out, tgt, loss = evaluate_loader(weights, val_loader, task.name, device, precision=tr.precision)
             out, tgt, loss = ctx.gather_clips(out, tgt, loss)  # the whole split, each clip once
-            row["val_loss"] = loss
-            row.update({f"val_{k}": v for k, v in task.metrics(out, tgt, labels, tr.top_k).items()})
+            row[f"{prefix}loss"] = loss
+            row.update({f"{prefix}{k}": v for k, v in task.metrics(out, tgt, labels, tr.top_k).items()})
         row["time_s"] = time.perf_counter() - t0
         value = row.get(monitor)
         if monitor not in row and epoch == start_epoch + 1:

@@ -9,10 +9,11 @@ Example:
 from audiocnn.features.augment import SpecAugment, draw_mixup, mix
 from audiocnn.features.frontends import KINDS, Frontend, FrontendSettings, build_frontend
 from audiocnn.features.image import IMAGE_KIND
-from audiocnn.features.normalize import FrequencyNorm
+from audiocnn.features.deltas import Deltas
+from audiocnn.features.normalize import FrequencyNorm, UtteranceNorm
 
 FRONTEND_KINDS = (*KINDS, IMAGE_KIND)
 """Every ``frontend.kind``: the audio front-ends, then the image pipeline's."""
 
-__all__ = ["FRONTEND_KINDS", "Frontend", "FrequencyNorm", "FrontendSettings", "SpecAugment", "build_frontend",
-           "draw_mixup", "mix"]
+__all__ = ["FRONTEND_KINDS", "Deltas", "Frontend", "FrequencyNorm", "FrontendSettings", "SpecAugment", "UtteranceNorm",
+           "build_frontend", "draw_mixup", "mix"]

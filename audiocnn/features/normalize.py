@@ -1,4 +1,5 @@
-"""Per-frequency standardisation of spectrograms, with statistics from the training split."""
+"""Standardisation of spectrograms: per frequency with statistics from the training split (:class:`FrequencyNorm`),
+or per utterance, each clip with its own (:class:`UtteranceNorm`, cepstral mean and variance normalisation)."""
 from __future__ import annotations
 
 from typing import Iterable
@@ -6,7 +7,7 @@ from typing import Iterable
 import torch
 from torch import Tensor, nn
 
-__all__ = ["FrequencyNorm"]
+__all__ = ["FrequencyNorm", "UtteranceNorm"]
 
 
 class FrequencyNorm(nn.Module):
@@ -75,6 +76,38 @@ class FrequencyNorm(nn.Module):
         self.mean.copy_(mean)
         self.std.copy_((m2 / count).sqrt().clamp(min=self.eps))
         return self
+
+    def extra_repr(self) -> str:
+        return f"n_features={self.n_features}"
+
+
+class UtteranceNorm(nn.Module):
+    """``frontend.normalize: per_utterance``: each clip's rows standardised over its own frames (CMVN).
+
+    ``(x[b, f, :] - mean_t x[b, f, :]) / std_t x[b, f, :]``, population std, floored at ``eps``. A fixed channel
+    (a microphone's frequency response) is a constant offset of every log-spectrogram row, and a louder speaker or
+    gain a constant offset of all rows: both are removed, whatever the training data. No statistics are fitted
+    or saved; the clip is its own reference, so a stream (which has not heard the clip's end) cannot use it.
+
+    Args:
+        n_features: rows of the spectrogram.
+        eps: lower bound on each row's std (a silent band stays finite).
+
+    Shape:
+        ``(batch, n_features, frames) -> (batch, n_features, frames)``; any ``(..., n_features, frames)``.
+    """
+
+    def __init__(self, n_features: int, *, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.n_features = int(n_features)
+        self.eps = float(eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() < 2 or x.shape[-2] != self.n_features:
+            raise ValueError(f"UtteranceNorm({self.n_features}) expects (batch, {self.n_features}, frames), got {tuple(x.shape)}")
+        mean = x.mean(dim=-1, keepdim=True)
+        std = (x - mean).square().mean(dim=-1, keepdim=True).sqrt().clamp(min=self.eps)
+        return (x - mean) / std
 
     def extra_repr(self) -> str:
         return f"n_features={self.n_features}"

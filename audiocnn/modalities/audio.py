@@ -1,7 +1,8 @@
-"""Audio: waveforms through waveform augmentation, a spectrogram front-end, per-frequency normalisation and SpecAugment.
+"""Audio: waveforms through waveform augmentation, a spectrogram front-end, normalisation, deltas and SpecAugment.
 
-    wave (batch, time) -> WaveAugment (training) -> frontend -> (batch, n_features, frames) -> FrequencyNorm -> mixup, SpecAugment (training)
-    -> 2-D network: (batch, 1, n_features, frames) | 1-D network: (batch, n_features, frames) -> logits
+    wave (batch, time) -> WaveAugment (training) -> frontend -> (batch, n_features, frames)
+    -> FrequencyNorm | UtteranceNorm -> mixup -> Deltas (frontend.deltas = d) -> SpecAugment (training)
+    -> 2-D network: (batch, 1 + d, n_features, frames) | 1-D network: (batch, (1 + d) * n_features, frames) -> logits
 """
 from __future__ import annotations
 
@@ -14,9 +15,10 @@ from torch import nn
 from audiocnn.audio import AUDIO_EXTENSIONS, load_audio, sliding_windows
 from audiocnn.audio.io import decode_audio
 from audiocnn.config import Config
+from audiocnn.core.errors import ConfigError
 from audiocnn.data import AudioCache, AudioDataset, build_loaders, build_splits, collate, prepare_splits
 from audiocnn.data.shards import ShardSet, fit_loader, shard_loaders, shard_set_of
-from audiocnn.features import KINDS, FrequencyNorm, FrontendSettings, SpecAugment
+from audiocnn.features import KINDS, Deltas, FrequencyNorm, FrontendSettings, SpecAugment, UtteranceNorm
 from audiocnn.features import mix as apply_mix
 from audiocnn.features.wave_augment import WAVE_AUGMENTS, WAVE_ORDER, WaveAugment
 from audiocnn.models.registry import InputSpec
@@ -35,29 +37,37 @@ class AudioClassifier(Classifier):
         network: a model with ``dims``, ``forward_features`` and ``forward_head`` (a :class:`ConvNet`).
         augment: spectrogram augmentation, active only in training mode.
         wave_augment: waveform augmentation before the front-end, active only in training mode.
+        norm: the normaliser (``frontend.normalize``); default a :class:`FrequencyNorm` fitted by training.
+        deltas: ``frontend.deltas``: a :class:`Deltas` stacking delta features as channels; ``None``: none.
     """
 
     modality = "audio"
 
     def __init__(self, frontend: nn.Module, network: nn.Module, augment: nn.Module | None = None,
-                 wave_augment: nn.Module | None = None):
-        super().__init__(frontend, FrequencyNorm(frontend.n_features), network, augment)
+                 wave_augment: nn.Module | None = None, *, norm: nn.Module | None = None,
+                 deltas: Deltas | None = None):
+        super().__init__(frontend, norm if norm is not None else FrequencyNorm(frontend.n_features), network, augment)
         self.wave_augment = wave_augment if wave_augment is not None else nn.Identity()
+        self.deltas = deltas
 
     def spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
         """``(batch, time) -> (batch, n_features, frames)``, normalised, float32."""
         return self.norm(self.frontend(wave))
 
     def network_input(self, wave: torch.Tensor, mix: Mix | None = None) -> torch.Tensor:
-        spec = self.augment(apply_mix(self.spectrogram(self.wave_augment(wave)), mix))
-        return spec.unsqueeze(1) if self.network.dims == 2 else spec
+        spec = apply_mix(self.spectrogram(self.wave_augment(wave)), mix)
+        if self.deltas is None:
+            spec = self.augment(spec)
+            return spec.unsqueeze(1) if self.network.dims == 2 else spec
+        maps = self.augment(self.deltas(spec))  # (batch, 1 + d, n_features, frames), the same masks on each map
+        return maps if self.network.dims == 2 else maps.flatten(1, 2)
 
 
 @register_modality
 class AudioModality(Modality):
     name = "audio"
     kinds = KINDS
-    normalize = "per_frequency"
+    normalize = ("per_frequency", "per_utterance")
     augment_keys = ("freq_masks", "time_masks", "gain_db", "mixup_alpha", "speed_prob", "stretch_prob", "pitch_prob",
                     "shift_prob", "eq_prob", "reverb_prob", "noise_prob", "noise_dir", "rir_dir")
     extensions = AUDIO_EXTENSIONS
@@ -73,6 +83,12 @@ class AudioModality(Modality):
         # Checked here so Data.splits holds exactly the examples the loaders serve (skipped files removed).
         splits = prepare_splits(splits, cache, on_error=cfg.data.on_error)
         return Data(splits, build_loaders(cfg.data, splits, cache, seed=cfg.trainer.seed), cache)
+
+    def check(self, cfg: Config) -> None:
+        super().check(cfg)
+        if cfg.frontend.deltas and cfg.frontend.kind == "waveform":
+            raise ConfigError(f"frontend.deltas={cfg.frontend.deltas} needs a spectrogram; frontend.kind=waveform has "
+                              "none: remove it or choose a spectrogram kind")
 
     def normalizer_batches(self, cfg: Config, data: Data) -> torch.utils.data.DataLoader:
         d = cfg.data
@@ -90,21 +106,32 @@ class AudioModality(Modality):
             augment = SpecAugment(freq_masks=a.freq_masks, freq_mask_param=a.freq_mask_param,
                                   time_masks=a.time_masks, time_mask_param=a.time_mask_param)
         frames = frontend.num_frames(_samples(cfg.data.duration, cfg.data.sample_rate))
-        return InputParts(frontend, augment, frontend.n_features, (frames,), _wave_augment(cfg))
+        fe = cfg.frontend
+        norm = UtteranceNorm(frontend.n_features) if fe.normalize == "per_utterance" else None
+        deltas = Deltas(order=fe.deltas, width=fe.delta_width) if fe.deltas else None
+        if deltas is not None and frames < fe.delta_width:
+            raise ConfigError(f"frontend.delta_width={fe.delta_width} frames, but a {cfg.data.duration:g} s crop has "
+                              f"{frames}: lower frontend.delta_width or lengthen data.duration")
+        return InputParts(frontend, augment, frontend.n_features, (frames,), _wave_augment(cfg), norm=norm,
+                          maps=deltas.channels if deltas is not None else 1, stack=deltas)
 
     def network_args(self, parts: InputParts, spec: InputSpec, args: dict) -> dict:
-        if spec.rank(args) == 1:  # the features are the channels
-            out = {"in_chans": parts.n_features}
-            size = (parts.n_features, *parts.spatial)
-        else:  # the spectrogram is a one-channel image
-            out = {"in_chans": args.get("in_chans", 1)}
+        if spec.rank(args) == 1:  # the features (of every delta order) are the channels
+            out = {"in_chans": parts.maps * parts.n_features}
+            size = (out["in_chans"], *parts.spatial)
+        else:  # the spectrogram (and its deltas) are the channels of an image
+            if parts.maps > 1 and args.get("in_chans", parts.maps) != parts.maps:
+                raise ConfigError(f"model.args.in_chans={args['in_chans']}, but frontend.deltas gives {parts.maps} "
+                                  "input maps: remove model.args.in_chans")
+            out = {"in_chans": args.get("in_chans", 1) if parts.maps == 1 else parts.maps}
             size = (out["in_chans"], parts.n_features, *parts.spatial)
         if spec.input_size and "input_size" not in args:
             out["input_size"] = size
         return out
 
     def classifier(self, parts: InputParts, network: nn.Module) -> AudioClassifier:
-        return AudioClassifier(parts.frontend, network, parts.augment, parts.wave_augment)
+        return AudioClassifier(parts.frontend, network, parts.augment, parts.wave_augment, norm=parts.norm,
+                               deltas=parts.stack)
 
     def example_input(self, cfg: Config, model: Classifier, batch_size: int) -> tuple[torch.Tensor, str]:
         n = _samples(cfg.data.duration, cfg.data.sample_rate)

@@ -40,6 +40,9 @@ class InputParts:
         n_features: feature rows (audio) or channels (images).
         spatial: the feature map's spatial size after the front-end: ``(frames,)`` or ``(height, width)``.
         wave_augment: training-only waveform augmentation before the front-end (audio), or ``None``.
+        norm: the normaliser, or ``None`` for the modality's fitted default.
+        maps: feature maps per example after the normaliser (audio: 1 + ``frontend.deltas``).
+        stack: the module that makes those maps (audio: :class:`~audiocnn.features.Deltas`), or ``None``.
     """
 
     frontend: nn.Module
@@ -47,6 +50,9 @@ class InputParts:
     n_features: int
     spatial: tuple[int, ...]
     wave_augment: nn.Module | None = None
+    norm: nn.Module | None = None
+    maps: int = 1
+    stack: nn.Module | None = None
 
 
 class Modality:
@@ -55,7 +61,7 @@ class Modality:
     Attributes:
         name: the value datasets declare (``audio``, ``image``).
         kinds: the ``frontend.kind`` values this modality takes.
-        normalize: its ``frontend.normalize`` besides ``none``.
+        normalize: its ``frontend.normalize`` values besides ``none``.
         augment_keys: the ``augment`` fields that apply to it (the other modality's are errors).
         extensions: file extensions ``predict`` reads.
         media_types: the ``Content-Type`` prefixes ``audiocnn serve`` takes for it (``audio/``).
@@ -64,7 +70,7 @@ class Modality:
 
     name: str = ""
     kinds: tuple[str, ...] = ()
-    normalize: str = ""
+    normalize: tuple[str, ...] = ()
     augment_keys: tuple[str, ...] = ()
     extensions: tuple[str, ...] = ()
     media_types: tuple[str, ...] = ()
@@ -86,9 +92,12 @@ class Modality:
             raise ConfigError(f"augment.{wrong[0]}={getattr(cfg.augment, wrong[0])} does not apply to {self.name} "
                               f"data (frontend.kind={cfg.frontend.kind!r}); its augment keys: "
                               f"{', '.join(self.augment_keys)}")
-        if cfg.frontend.normalize not in ("none", self.normalize):
+        if cfg.frontend.normalize not in ("none", *self.normalize):
             raise ConfigError(f"frontend.normalize={cfg.frontend.normalize!r} does not fit frontend.kind="
-                              f"{cfg.frontend.kind!r}; use {self.normalize} or none")
+                              f"{cfg.frontend.kind!r}; use {', '.join(self.normalize)} or none")
+        if cfg.frontend.deltas and not self.waveforms:
+            raise ConfigError(f"frontend.deltas={cfg.frontend.deltas} applies to spectrograms, not to {self.name} "
+                              "data; remove it")
 
     # -- data ---------------------------------------------------------------------------------------------
 

@@ -56,7 +56,7 @@ class ImageClassifier(Classifier):
 class ImageModality(Modality):
     name = "image"
     kinds = (IMAGE_KIND,)
-    normalize = "per_channel"
+    normalize = ("per_channel",)
     augment_keys = ("invert", "rotation", "translate", "shear", "zoom", "hflip", "mixup_alpha")
     extensions = IMAGE_EXTENSIONS
     media_types = ("image/",)
