@@ -2,6 +2,7 @@
 
     audiocnn train recipes/digits.yaml optim.lr=3e-4 trainer.epochs=5
     audiocnn train --resume runs/digits/20260101-120000 [trainer.epochs=60 ...]
+    audiocnn cv recipes/esc10.yaml [key.sub=value ...] [--folds K] [--only FOLD ...] [--out DIR]
     audiocnn evaluate runs/digits/<run> [--split test] [--checkpoint best]
     audiocnn predict runs/digits/<run> some.wav folder/ [--top-k 3] [--json out.json]
     audiocnn predict panns_cnn14 --weights Cnn14_mAP=0.431.pth some.wav [--top-k 5]   (released models)
@@ -32,6 +33,7 @@ from audiocnn.commands import summary
 from audiocnn.config import load_config
 from audiocnn.core.io import atomic_write_text
 from audiocnn.core.threads import set_threads
+from audiocnn.cv import cross_validate
 from audiocnn.data.download import download
 from audiocnn.data.shard_writer import DEFAULT_SHARD_SIZE, parse_size, write_shards
 from audiocnn.deploy.serve import ServeSettings, serve
@@ -69,6 +71,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         run_dir = train(cfg)
     if env_rank() == 0:  # under torchrun, once
         print(f"run folder: {run_dir}")
+    return 0
+
+
+def _cmd_cv(args: argparse.Namespace) -> int:
+    extra = [f"trainer.threads={args.threads}"] if args.threads else []
+    cfg = load_config(args.recipe, args.overrides + extra)
+    out = cross_validate(cfg, recipe=args.recipe, overrides=args.overrides, folds=args.folds, only=args.only,
+                         out=args.out)
+    print(f"cross-validation folder: {out}")
     return 0
 
 
@@ -261,6 +272,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint; overrides may "
                    "change only keys that touch neither model nor data (trainer.epochs=N extends it)")
     t.set_defaults(func=_cmd_train)
+
+    cv = sub.add_parser("cv", parents=[threads], help="cross-validation over the dataset's folds or groups (speakers, "
+                        "actors): a run folder per fold, one table")
+    cv.add_argument("recipe", help="recipe YAML, e.g. recipes/esc10.yaml")
+    cv.add_argument("overrides", nargs="*", help="dotted overrides, applied to every fold")
+    cv.add_argument("--folds", type=_at_least(2), default=0,
+                    help="K folds of whole groups (default: the dataset's folds, else one group per fold)")
+    cv.add_argument("--only", nargs="+", default=(), metavar="FOLD", help="train these folds only (their ids)")
+    cv.add_argument("--out", default=None, help="folder for the fold runs and cv.md (default "
+                    "trainer.output_dir/<name>-cv); the same command again continues an interrupted one")
+    cv.set_defaults(func=_cmd_cv, interrupted="the same `audiocnn cv` command again keeps the finished folds")
 
     e = sub.add_parser("evaluate", parents=[threads], help="metrics, confusion matrix and per-class report for a run")
     e.add_argument("run_dir")
@@ -466,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     try:
-        if args.command not in ("train", "stream"):  # train: trainer.threads; stream: its own --threads
+        if args.command not in ("train", "cv", "stream"):  # train: trainer.threads; stream: its own --threads
             set_threads(getattr(args, "threads", None))
         return args.func(args)
     except AudiocnnError as e:  # expected failures: one line, the error's own exit status

@@ -28,7 +28,8 @@ TIMING_COLUMNS = ("time_s", "train_time_s", "train_samples", "samples_per_s", "d
 """Columns of metrics.csv that measure speed (written by the engine every epoch), not learning."""
 
 __all__ = [
-    "SIGNAL_PANELS", "activation_figure", "display_db", "feature_panel", "filters_figure", "image_thumbnail",
+    "SIGNAL_PANELS", "activation_figure", "display_db", "feature_panel", "filters_figure", "fold_scores",
+    "image_thumbnail",
     "learning_curves", "palette_png", "save_figure", "signal_figure", "thumbnail", "to_png",
 ]
 
@@ -110,6 +111,22 @@ def learning_curves(rows: Sequence[dict[str, Any]], *, monitor: str = "", best_e
             ax.legend(fontsize=7, loc="best")
         if len(epochs) and len(epochs) <= 20:
             ax.set_xticks(epochs)
+    fig.tight_layout()
+    return fig
+
+
+def fold_scores(folds: Sequence[str], values: Sequence[float], *, metric: str, title: str = "") -> Figure:
+    """Cross-validation: one bar per fold's test ``metric``, the mean as a line (``audiocnn cv``'s cv.png)."""
+    fig = Figure(figsize=(max(4.0, 0.6 * len(folds) + 2.0), 3.2))
+    ax = fig.subplots()
+    ax.bar(list(folds), list(values), color="#4c72b0")
+    mean = float(np.mean(values))
+    ax.axhline(mean, color="#c44e52", linewidth=1.2, label=f"mean {mean:.3f}")
+    ax.set_ylabel(f"test {metric}")
+    ax.set_xlabel("fold (held out)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [  # bottom first
     ("audiocnn.runs", "audiocnn.inference"),   # run folders as a service; the shared forward pass
     ("audiocnn.engine", "audiocnn.evaluation"),
     ("audiocnn.pipelines", "audiocnn.embed"),
-    ("audiocnn.hear", "audiocnn.probe", "audiocnn.deploy"),  # HEAR; probes; export, streaming, serving
+    ("audiocnn.hear", "audiocnn.probe", "audiocnn.deploy", "audiocnn.cv"),  # HEAR; probes; deploy; cross-validation
     ("audiocnn.commands",),
     ("audiocnn.cli",),
     ("audiocnn.__main__",),

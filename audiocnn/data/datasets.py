@@ -8,7 +8,8 @@ synthetic           generated once into ``root`` (default ``data/synthetic``); p
 folder              ``root/<class>/**/*.wav``; stratified ``test_fraction``, then ``val_fraction``
 manifest            CSV ``data.manifest``: path, label column(s), optional split / fold / group
 fsdd                ``recordings/{digit}_{speaker}_{index}.wav``: index 0-4 test (official),
-                    5-9 val (ours: the same speakers, next five takes), 10-49 train
+                    5-9 val (ours: the same speakers, next five takes), 10-49 train; with
+                    ``test_groups`` (speakers): theirs test, 5-9 of the others val, the rest train
 esc10, esc50        ``meta/esc10.csv`` / ``meta/esc50.csv`` + ``audio/``: fold ``test_fold``
                     (default 1) test, ``val_fold`` (default the next fold) val, the rest train
 ravdess             ``Actor_XX/03-01-EE-II-SS-RR-AA.wav``: actors in ``test_groups`` test,
@@ -339,6 +340,9 @@ def fsdd(cfg: Any) -> Splits:
 
     Official test: takes 0-4 of every speaker. Validation (our choice, the dataset has none):
     takes 5-9 of the same speakers; training: takes 10-49.
+
+    With ``test_groups`` (speaker names, e.g. ``["theo"]``): every take of those speakers is the test set, unheard
+    voices; validation is takes 5-9 of the other speakers and training the rest of theirs (takes 0-4 and 10-49).
     """
     _check_task(cfg, ["multiclass"])
     layout = "recordings/{digit}_{speaker}_{index}.wav"
@@ -347,16 +351,26 @@ def fsdd(cfg: Any) -> Splits:
     if not rec.is_dir():
         raise DataError(f"{root}: no recordings/ folder; expected {layout} (data.root={cfg.root!r})")
     labels = [str(d) for d in range(10)]
+    held_out = {str(g) for g in cfg.test_groups}
     parts: dict[str, list[Example]] = {"train": [], "val": [], "test": []}
     for p in _audio_files(rec):
         m = _FSDD.match(p.stem)
         if not m:
             raise DataError(f"{p}: not an FSDD name; expected {layout} (e.g. 7_jackson_32.wav)")
         digit, speaker, index = m.group(1), m.group(2), int(m.group(3))
-        part = "test" if index <= 4 else "val" if index <= 9 else "train"
+        if held_out:
+            part = "test" if speaker in held_out else "val" if 5 <= index <= 9 else "train"
+        else:
+            part = "test" if index <= 4 else "val" if index <= 9 else "train"
         parts[part].append(Example(str(p), int(digit), speaker, {"label": digit, "speaker": speaker, "index": index}))
     if not any(parts.values()):
         raise DataError(f"{rec}: no audio files; expected {layout}")
+    speakers = sorted({ex.group for exs in parts.values() for ex in exs})
+    unknown = sorted(held_out - set(speakers))
+    if unknown:
+        raise DataError(f"data.test_groups: speaker(s) {unknown} not found under {rec}; speakers present: {speakers}")
+    if held_out and not parts["train"]:
+        raise DataError(f"data.test_groups={sorted(held_out)} holds out every speaker; leave at least one to train on")
     return Splits("multiclass", labels, **parts)
 
 
