@@ -196,6 +196,15 @@ class AugmentConfig:
     """Highest SNR, dB, at most 80."""
     noise_dir: str = ""
     """A folder of noise files; '' uses the other clips of the batch."""
+    # Vocal-tract-length perturbation (audio, torch back-end, mel kinds): the mel filters on a warped axis.
+    vtlp_prob: float = 0.0
+    """Probability per example of VTLP (Jaitly and Hinton, 2013; :mod:`audiocnn.features.vtlp`); 0: off."""
+    vtlp_low: float = 0.9
+    """Smallest warp factor, in [0.5, 2] (0.9: formants 10 % lower, as from a longer vocal tract)."""
+    vtlp_high: float = 1.1
+    """Largest warp factor, in [vtlp_low, 2]."""
+    vtlp_steps: int = 5
+    """Factors evenly spaced in [vtlp_low, vtlp_high]."""
     # Images (frontend.kind: image), on the device, per example, before normalisation:
     invert: float = 0.0
     """Probability of inverting an image (pixel -> 255 - pixel, i.e. 1 - x on [0, 1])."""
@@ -518,11 +527,11 @@ _RANGES: list[tuple[str, Any, str]] = [
     ("augment.mixup_alpha", lambda v: v >= 0, "0 (off) or a positive number"),
     ("augment.gain_db", lambda v: v >= 0, "0 (off) or a positive number of dB"),
     *((f"augment.{k}_prob", lambda v: 0 <= v <= 1, "a probability in [0, 1] (0: off)")
-      for k in ("speed", "stretch", "pitch", "shift", "eq", "reverb", "noise")),
+      for k in ("speed", "stretch", "pitch", "shift", "eq", "reverb", "noise", "vtlp")),
     ("augment.speed_low", lambda v: 0.5 <= v <= 2, "a factor in [0.5, 2]"),
     ("augment.speed_high", lambda v: 0.5 <= v <= 2, "a factor in [0.5, 2], at least augment.speed_low"),
     ("augment.speed_steps", lambda v: v >= 1, "at least 1"),
-    *(rule for k in ("stretch", "pitch") for rule in (
+    *(rule for k in ("stretch", "pitch", "vtlp") for rule in (
         (f"augment.{k}_low", lambda v: 0.5 <= v <= 2, "a factor in [0.5, 2]"),
         (f"augment.{k}_high", lambda v: 0.5 <= v <= 2, f"a factor in [0.5, 2], at least augment.{k}_low"),
         (f"augment.{k}_steps", lambda v: v >= 1, "at least 1"))),
@@ -538,7 +547,8 @@ _RANGES: list[tuple[str, Any, str]] = [
 ]
 
 _ORDERED = [("augment.speed_low", "augment.speed_high"), ("augment.stretch_low", "augment.stretch_high"),
-            ("augment.pitch_low", "augment.pitch_high"), ("augment.eq_q_low", "augment.eq_q_high"),
+            ("augment.pitch_low", "augment.pitch_high"), ("augment.vtlp_low", "augment.vtlp_high"),
+            ("augment.eq_q_low", "augment.eq_q_high"),
             ("augment.reverb_rt60_low", "augment.reverb_rt60_high"), ("augment.noise_snr_low", "augment.noise_snr_high")]
 """Range pairs: the low end may not exceed the high end."""
 

@@ -270,3 +270,65 @@ def test_float32_under_autocast():
         mixed = aug(x)
     assert mixed.dtype == torch.float32
     assert torch.equal(mixed, plain)
+
+
+# --- VTLP: the mel filters on a warped frequency axis --------------------------------------------------------------
+
+def test_vtlp_bank_at_alpha_one_is_librosas_and_the_warp_maps_the_band_onto_itself():
+    from audiocnn.features.vtlp import vtlp_warp, warped_mel_filters
+
+    for norm, htk in (("slaney", False), (None, True)):
+        ref = librosa.filters.mel(sr=SR, n_fft=512, n_mels=40, fmin=20.0, fmax=7600.0, htk=htk, norm=norm)
+        got = warped_mel_filters(sr=SR, n_fft=512, n_mels=40, fmin=20.0, fmax=7600.0, htk=htk, norm=norm, alpha=1.0)
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-8)
+    for alpha in (0.9, 1.1):
+        f = np.linspace(0, SR / 2, 2001)
+        w = vtlp_warp(f, alpha, nyquist=SR / 2)
+        assert w[0] == 0 and w[-1] == pytest.approx(SR / 2) and np.all(np.diff(w) > 0)  # onto, increasing
+        low = f < 0.8 * (SR / 2) * min(alpha, 1) / alpha
+        np.testing.assert_allclose(w[low], alpha * f[low])
+
+
+@pytest.mark.parametrize("alpha", [0.9, 1.1])
+def test_vtlp_moves_a_tone_to_the_bands_of_alpha_times_its_frequency(alpha):
+    """The warped features of a 1 kHz tone against librosa's mel spectrogram of a tone at alpha kHz."""
+    from audiocnn.features import build_frontend
+    from audiocnn.features.vtlp import VTLP
+
+    fe = build_frontend(sample_rate=SR, kind="mel", n_fft=1024, hop_length=256, n_mels=64)
+    vtlp = VTLP(fe, prob=1.0, low=alpha, high=alpha, steps=1).train()
+    got = vtlp(torch.from_numpy(_tone(1000.0))[None], fe)[0].numpy().mean(axis=1)
+    ref = librosa.feature.melspectrogram(y=_tone(1000.0 * alpha), sr=SR, n_fft=1024, hop_length=256, n_mels=64,
+                                         pad_mode="constant").mean(axis=1)
+    plain = librosa.feature.melspectrogram(y=_tone(1000.0), sr=SR, n_fft=1024, hop_length=256, n_mels=64,
+                                           pad_mode="constant").mean(axis=1)
+    assert int(np.argmax(got)) == int(np.argmax(ref)) != int(np.argmax(plain))
+    cosine = got @ ref / (np.linalg.norm(got) * np.linalg.norm(ref))
+    assert cosine > 0.98
+    assert vtlp.drawn["alpha"].tolist() == pytest.approx([alpha])
+
+
+def test_vtlp_is_the_front_end_in_eval_mode_and_for_untouched_examples():
+    from audiocnn.features import build_frontend
+    from audiocnn.features.vtlp import VTLP
+
+    fe = build_frontend(sample_rate=SR, kind="logmel", n_mels=40)
+    wave = torch.from_numpy(np.stack([_tone(500.0), _tone(2000.0)]))
+    vtlp = VTLP(fe, prob=0.5, low=0.9, high=1.1, steps=3)
+    torch.testing.assert_close(vtlp.eval()(wave, fe), fe(wave))
+    torch.manual_seed(3)
+    out = vtlp.train()(wave, fe)
+    kept = vtlp.drawn["alpha"] == 1.0
+    assert kept.any() and not kept.all()  # seed 3: one example of each
+    torch.testing.assert_close(out[kept], fe(wave)[kept], rtol=1e-4, atol=1e-3)
+    assert not torch.allclose(out[~kept], fe(wave)[~kept], atol=1e-1)
+
+
+def test_vtlp_needs_the_torch_backend_and_a_mel_kind():
+    from audiocnn.features import build_frontend
+    from audiocnn.features.vtlp import VTLP
+
+    with pytest.raises(ConfigError, match="augment.vtlp_prob .* backend=librosa, kind=logmel"):
+        VTLP(build_frontend(sample_rate=SR, backend="librosa"), prob=0.5)
+    with pytest.raises(ConfigError, match="kind=stft"):
+        VTLP(build_frontend(sample_rate=SR, kind="stft"), prob=0.5)

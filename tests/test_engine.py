@@ -75,7 +75,7 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
                             "augment.stretch_prob=0.3", "augment.pitch_prob=0.3",
                             "augment.shift_prob=0.5", "augment.eq_prob=0.5", "augment.eq_f_max=3000",
                             "augment.reverb_prob=0.5", "augment.reverb_rt60_high=0.4", "augment.noise_prob=0.5",
-                            "trainer.ema_decay=0.8",
+                            "trainer.ema_decay=0.8", "augment.vtlp_prob=0.5",
                             f"augment.noise_dir={noise_dir}")
     ref = _train_cmd(tmp_path, recipe, *common, "trainer.output_dir=ref")
     out, _ = ref.communicate(timeout=300)

@@ -9,7 +9,7 @@ types"). Every front-end kind that rests on a short-time transform is the same f
 The kernels are the windowed DFT (``window[n] * cos(2 pi k n / n_fft)`` and ``-sin``) for the STFT-based kinds, and
 nnAudio's own CQT kernels for ``cqt``; window, mel filterbank and CQT kernels are read from the run's front-end
 module itself (librosa's backend takes the torch backend's, which are librosa's), never re-derived from other
-defaults. The log step is the front-end's own (:meth:`Frontend._finish`), so dB, ``top_db`` and the DCT are shared.
+defaults. The log step is the front-end's own (:meth:`Frontend.finish`), so dB, ``top_db`` and the DCT are shared.
 
 Example:
     >>> real = real_frontend(model.frontend)      # (batch, time) -> (batch, n_features, frames), no complex ops

@@ -223,13 +223,13 @@ class Frontend(FixedKernels):
     # -- shared computation ------------------------------------------------------------------
 
     def _features(self, x: Tensor) -> Tensor:
-        return self._finish(self._spectrum(x))
+        return self.finish(self._spectrum(x))
 
     def _spectrum(self, x: Tensor) -> Tensor:
         """``(batch, time)`` float32 -> linear spectrum: ``|X|**power``, its mel, or ``|C|**power``."""
         raise NotImplementedError
 
-    def _finish(self, S: Tensor) -> Tensor:
+    def finish(self, S: Tensor) -> Tensor:
         """Apply ``frontend.log`` (logmel, cqt) or dB + DCT (mfcc) to a linear spectrum."""
         c = self.settings
         if c.kind == "mfcc":

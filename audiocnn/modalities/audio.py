@@ -1,6 +1,7 @@
 """Audio: waveforms through waveform augmentation, a spectrogram front-end, normalisation, deltas and SpecAugment.
 
-    wave (batch, time) -> WaveAugment (training) -> frontend -> (batch, n_features, frames)
+    wave (batch, time) -> WaveAugment (training) -> frontend (VTLP's warped mel filters in training)
+    -> (batch, n_features, frames)
     -> FrequencyNorm | UtteranceNorm -> mixup -> Deltas (frontend.deltas = d) -> SpecAugment (training)
     -> 2-D network: (batch, 1 + d, n_features, frames) | 1-D network: (batch, (1 + d) * n_features, frames) -> logits
 """
@@ -20,6 +21,7 @@ from audiocnn.data import AudioCache, AudioDataset, build_loaders, build_splits,
 from audiocnn.data.shards import ShardSet, fit_loader, shard_loaders, shard_set_of
 from audiocnn.features import KINDS, Deltas, FrequencyNorm, FrontendSettings, SpecAugment, UtteranceNorm
 from audiocnn.features import mix as apply_mix
+from audiocnn.features.vtlp import VTLP
 from audiocnn.features.wave_augment import WAVE_AUGMENTS, WAVE_ORDER, WaveAugment
 from audiocnn.models.registry import InputSpec
 from audiocnn.modalities.base import Data, InputParts, Modality, register_modality
@@ -39,23 +41,27 @@ class AudioClassifier(Classifier):
         wave_augment: waveform augmentation before the front-end, active only in training mode.
         norm: the normaliser (``frontend.normalize``); default a :class:`FrequencyNorm` fitted by training.
         deltas: ``frontend.deltas``: a :class:`Deltas` stacking delta features as channels; ``None``: none.
+        vtlp: ``augment.vtlp_prob``: a :class:`VTLP` warping the front-end's mel filters in training; ``None``: none.
     """
 
     modality = "audio"
 
     def __init__(self, frontend: nn.Module, network: nn.Module, augment: nn.Module | None = None,
                  wave_augment: nn.Module | None = None, *, norm: nn.Module | None = None,
-                 deltas: Deltas | None = None):
+                 deltas: Deltas | None = None, vtlp: VTLP | None = None):
         super().__init__(frontend, norm if norm is not None else FrequencyNorm(frontend.n_features), network, augment)
         self.wave_augment = wave_augment if wave_augment is not None else nn.Identity()
         self.deltas = deltas
+        self.vtlp = vtlp
 
     def spectrogram(self, wave: torch.Tensor) -> torch.Tensor:
         """``(batch, time) -> (batch, n_features, frames)``, normalised, float32."""
         return self.norm(self.frontend(wave))
 
     def network_input(self, wave: torch.Tensor, mix: Mix | None = None) -> torch.Tensor:
-        spec = apply_mix(self.spectrogram(self.wave_augment(wave)), mix)
+        wave = self.wave_augment(wave)
+        spec = self.spectrogram(wave) if self.vtlp is None else self.norm(self.vtlp(wave, self.frontend))
+        spec = apply_mix(spec, mix)
         if self.deltas is None:
             spec = self.augment(spec)
             return spec.unsqueeze(1) if self.network.dims == 2 else spec
@@ -69,7 +75,7 @@ class AudioModality(Modality):
     kinds = KINDS
     normalize = ("per_frequency", "per_utterance")
     augment_keys = ("freq_masks", "time_masks", "gain_db", "mixup_alpha", "speed_prob", "stretch_prob", "pitch_prob",
-                    "shift_prob", "eq_prob", "reverb_prob", "noise_prob", "noise_dir", "rir_dir")
+                    "shift_prob", "eq_prob", "reverb_prob", "noise_prob", "noise_dir", "rir_dir", "vtlp_prob")
     extensions = AUDIO_EXTENSIONS
     media_types = ("audio/",)
     waveforms = True
@@ -113,7 +119,9 @@ class AudioModality(Modality):
             raise ConfigError(f"frontend.delta_width={fe.delta_width} frames, but a {cfg.data.duration:g} s crop has "
                               f"{frames}: lower frontend.delta_width or lengthen data.duration")
         return InputParts(frontend, augment, frontend.n_features, (frames,), _wave_augment(cfg), norm=norm,
-                          maps=deltas.channels if deltas is not None else 1, stack=deltas)
+                          maps=deltas.channels if deltas is not None else 1, stack=deltas,
+                          warp=VTLP(frontend, prob=a.vtlp_prob, low=a.vtlp_low, high=a.vtlp_high,
+                                    steps=a.vtlp_steps) if a.vtlp_prob else None)
 
     def network_args(self, parts: InputParts, spec: InputSpec, args: dict) -> dict:
         if spec.rank(args) == 1:  # the features (of every delta order) are the channels
@@ -131,7 +139,7 @@ class AudioModality(Modality):
 
     def classifier(self, parts: InputParts, network: nn.Module) -> AudioClassifier:
         return AudioClassifier(parts.frontend, network, parts.augment, parts.wave_augment, norm=parts.norm,
-                               deltas=parts.stack)
+                               deltas=parts.stack, vtlp=parts.warp)
 
     def example_input(self, cfg: Config, model: Classifier, batch_size: int) -> tuple[torch.Tensor, str]:
         n = _samples(cfg.data.duration, cfg.data.sample_rate)

@@ -43,6 +43,8 @@ class InputParts:
         norm: the normaliser, or ``None`` for the modality's fitted default.
         maps: feature maps per example after the normaliser (audio: 1 + ``frontend.deltas``).
         stack: the module that makes those maps (audio: :class:`~audiocnn.features.Deltas`), or ``None``.
+        warp: training-only augmentation inside the front-end (audio: :class:`~audiocnn.features.vtlp.VTLP`), or
+            ``None``.
     """
 
     frontend: nn.Module
@@ -53,6 +55,7 @@ class InputParts:
     norm: nn.Module | None = None
     maps: int = 1
     stack: nn.Module | None = None
+    warp: nn.Module | None = None
 
 
 class Modality:
