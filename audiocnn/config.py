@@ -174,8 +174,9 @@ class AugmentConfig:
     """Largest band gain magnitude, dB, in [0, 24]."""
     eq_f_min: float = 100.0
     """Lowest band centre, Hz."""
-    eq_f_max: float = 6000.0
-    """Highest band centre, Hz (below data.sample_rate / 2)."""
+    eq_f_max: float = 0.0
+    """Highest band centre, Hz (below data.sample_rate / 2); 0: 6000 Hz, or 0.75 x the Nyquist frequency where that
+    is lower (3000 Hz at 8 kHz)."""
     eq_q_low: float = 0.5
     """Smallest band Q, in (0, eq_q_high]."""
     eq_q_high: float = 2.0

@@ -332,3 +332,9 @@ def test_vtlp_needs_the_torch_backend_and_a_mel_kind():
         VTLP(build_frontend(sample_rate=SR, backend="librosa"), prob=0.5)
     with pytest.raises(ConfigError, match="kind=stft"):
         VTLP(build_frontend(sample_rate=SR, kind="stft"), prob=0.5)
+
+
+def test_eq_default_range_follows_the_sample_rate():
+    assert RandomEQ(sample_rate=8000, prob=1.0).f_max == 3000.0  # 0.75 x Nyquist, below 6000 Hz
+    assert RandomEQ(sample_rate=44100, prob=1.0).f_max == 6000.0
+    assert RandomEQ(sample_rate=8000, prob=1.0, f_max=3500.0).f_max == 3500.0

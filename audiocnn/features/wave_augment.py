@@ -322,7 +322,8 @@ class RandomEQ(nn.Module):
         prob: probability per example.
         bands: peaking sections per example.
         gain_db: largest band gain magnitude, dB.
-        f_min / f_max: centre frequency range, Hz (``f_max`` below the Nyquist frequency).
+        f_min / f_max: centre frequency range, Hz (``f_max`` below the Nyquist frequency; 0: 6000 Hz, or 0.75 x
+            the Nyquist frequency where that is lower).
         q_low / q_high: Q range.
 
     Shape:
@@ -334,8 +335,9 @@ class RandomEQ(nn.Module):
     """
 
     def __init__(self, *, sample_rate: int, prob: float = 0.0, bands: int = 2, gain_db: float = 6.0,
-                 f_min: float = 100.0, f_max: float = 6000.0, q_low: float = 0.5, q_high: float = 2.0) -> None:
+                 f_min: float = 100.0, f_max: float = 0.0, q_low: float = 0.5, q_high: float = 2.0) -> None:
         super().__init__()
+        f_max = f_max or min(6000.0, 0.375 * sample_rate)
         if not 0 < f_min < f_max < sample_rate / 2:
             raise ConfigError(f"augment.eq_f_min={f_min}, augment.eq_f_max={f_max}: need 0 < eq_f_min < eq_f_max < "
                               f"{sample_rate / 2:g} Hz (the Nyquist frequency at data.sample_rate={sample_rate})")
