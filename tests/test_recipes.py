@@ -18,7 +18,7 @@ from test_efficientat import ref_layout
 from zoo_support import fill
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = {"quickstart": None, "digits": "fsdd", "esc10": "esc10", "emotion": "ravdess", "genre": "gtzan",
+RECIPES = {"quickstart": None, "digits": "fsdd", "digits_speakers": "fsdd_speakers", "esc10": "esc10", "emotion": "ravdess", "genre": "gtzan",
            "speech_commands": "speech_commands", "mnist_lenet": "mnist", "mnist_inverted": "mnist",
            "imagefolder": "images", "vggish_fsdd": "fsdd", "digits_tcn": "fsdd", "digits_wavenet": "fsdd",
            "esc10_panns": "esc10", "emotion_panns": "ravdess", "esc10_efficientat": "esc10",
@@ -59,7 +59,7 @@ def test_recipe_smoke(recipe, tmp_path, monkeypatch):
     monkeypatch.setenv("AUDIOCNN_DATA", str(tmp_path))
     monkeypatch.delenv("AUDIOCNN_RAVDESS", raising=False)
     if dataset:
-        LAYOUTS[dataset](tmp_path / dataset)
+        LAYOUTS[dataset](tmp_path / {"fsdd_speakers": "fsdd"}.get(dataset, dataset))
     overrides = ["trainer.epochs=2", "trainer.max_steps_per_epoch=2", "data.batch_size=4", "data.num_workers=0",
                  f"data.cache_dir={tmp_path / 'cache'}", f"trainer.output_dir={tmp_path / 'runs'}",
                  "trainer.progress=never"]
