@@ -40,12 +40,14 @@ class WeightEMA:
     def __init__(self, model: nn.Module, *, decay: float) -> None:
         if not 0.0 < decay < 1.0:
             raise ValueError(f"decay must be in (0, 1), got {decay}")
-        self.model = model
         self.decay = float(decay)
         self.updates = 0
         self.averaged = copy.deepcopy(model).eval()
         for p in self.averaged.parameters():
             p.requires_grad_(False)
+        # (average, trained) tensor pairs, found once: training and loading update both in place
+        trained = model.state_dict()
+        self._pairs = [(avg, trained[key]) for key, avg in self.averaged.state_dict().items()]
 
     def current_decay(self) -> float:
         """The decay the next :meth:`update` applies (warm-up, then ``decay``)."""
@@ -54,9 +56,7 @@ class WeightEMA:
     @torch.no_grad()
     def update(self) -> None:
         d = self.current_decay()
-        trained = self.model.state_dict()
-        for key, avg in self.averaged.state_dict().items():
-            value = trained[key].detach()
+        for avg, value in self._pairs:
             if avg.is_floating_point():
                 avg.lerp_(value.to(avg.dtype), 1.0 - d)
             else:

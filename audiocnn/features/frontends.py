@@ -41,7 +41,8 @@ from audiocnn.features.kernels import FixedKernels, exact_float32
 from audiocnn.features.pcen import PCEN, PCEN_INPUT_SCALE
 
 
-__all__ = ["BACKENDS", "FixedKernels", "Frontend", "FrontendSettings", "KINDS", "build_frontend", "exact_float32"]
+__all__ = ["BACKENDS", "FixedKernels", "Frontend", "FrontendSettings", "KINDS", "MEL_KINDS", "build_frontend",
+           "exact_float32"]
 
 KINDS = ("stft", "mel", "logmel", "mfcc", "cqt", "waveform", "efficientat_mel")
 """The audio front-end kinds: the one list (``frontend.kind``; an image run's ``image`` is its modality's own)."""
@@ -50,7 +51,8 @@ BACKENDS = typing.get_args(Backend)
 # torch.stft's padding names; librosa (numpy.pad) spells two of them differently.
 PAD_MODES = ("constant", "reflect", "replicate", "circular")
 _NUMPY_PAD = {"constant": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
-_MEL_KINDS = ("mel", "logmel", "mfcc")
+MEL_KINDS = ("mel", "logmel", "mfcc")
+"""The kinds computed through a mel filterbank."""
 EFFICIENTAT_FIXED = {"window": "hann", "center": True, "pad_mode": "reflect", "power": 2.0, "norm": None,
                      "mel_scale": "htk", "log": "log"}
 """What ``kind: efficientat_mel`` computes with whatever the settings say: they must say exactly this."""
@@ -315,7 +317,7 @@ class TorchFrontend(Frontend):
         # torch.stft centres a shorter window inside n_fft samples; the blocked path uses it that way directly
         self.register_buffer("frame_window", torch.from_numpy(librosa.util.pad_center(window, size=cfg.n_fft)).float(),
                              persistent=False)
-        if cfg.kind in _MEL_KINDS:
+        if cfg.kind in MEL_KINDS:
             fb = librosa.filters.mel(
                 sr=sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=self.f_min, fmax=self.f_max,
                 htk=cfg.mel_scale == "htk", norm=cfg.norm, dtype=np.float32,
@@ -337,14 +339,14 @@ class TorchFrontend(Frontend):
         S = X.real.square() + X.imag.square()  # |X|**2 without a square root
         if c.power != 2.0:
             S = S.pow(c.power / 2.0)
-        return torch.matmul(self.mel_fb, S) if c.kind in _MEL_KINDS else S
+        return torch.matmul(self.mel_fb, S) if c.kind in MEL_KINDS else S
 
     def _spectrum_blocked(self, x: Tensor) -> Tensor:
         """Same as the ``torch.stft`` path, block by block: ``(batch, time) -> (batch, rows, frames)``."""
         c = self.settings
         pad = c.n_fft // 2 if c.center else 0
         n_frames = self.num_frames(x.shape[-1])
-        mel = c.kind in _MEL_KINDS
+        mel = c.kind in MEL_KINDS
         rows = self.mel_fb.shape[0] if mel else c.n_fft // 2 + 1
         fb_t = self.mel_fb.t() if mel else None                        # (freq, n_mels), a view
         out = x.new_empty(x.shape[0], n_frames, rows)
@@ -534,7 +536,7 @@ def _validate(cfg: FrontendSettings, sample_rate: int) -> None:
     _check(cfg.n_fft >= 2, f"frontend.n_fft must be >= 2, got {cfg.n_fft}")
     win = cfg.win_length or cfg.n_fft
     _check(1 <= win <= cfg.n_fft, f"frontend.win_length={cfg.win_length} must be between 1 and n_fft={cfg.n_fft}")
-    if cfg.kind in (*_MEL_KINDS, "efficientat_mel"):
+    if cfg.kind in (*MEL_KINDS, "efficientat_mel"):
         f_max = cfg.f_max if cfg.f_max is not None else nyquist
         _check(0 <= cfg.f_min < f_max <= nyquist,
                f"need 0 <= frontend.f_min < frontend.f_max <= {nyquist:g} (sample_rate/2), "

@@ -21,12 +21,11 @@ import torch
 from torch import Tensor
 
 from audiocnn.core.errors import ConfigError
-from audiocnn.features.frontends import Frontend, FrontendSettings
+from audiocnn.features.frontends import MEL_KINDS, Frontend, FrontendSettings
 from audiocnn.features.kernels import FixedKernels, exact_float32
+from audiocnn.features.wave_augment import factor_grid
 
 __all__ = ["VTLP", "vtlp_warp", "warped_mel_filters"]
-
-_MEL_KINDS = ("mel", "logmel", "mfcc")
 
 
 def vtlp_warp(freqs: np.ndarray, alpha: float, *, nyquist: float, boundary: float = 0.8) -> np.ndarray:
@@ -76,16 +75,17 @@ class VTLP(FixedKernels):
                  steps: int = 5, boundary: float = 0.8) -> None:
         super().__init__()
         s = frontend.settings
-        if s.backend != "torch" or s.kind not in _MEL_KINDS:
+        if s.backend != "torch" or s.kind not in MEL_KINDS:
             raise ConfigError(f"augment.vtlp_prob warps the mel filters of frontend.backend=torch with a mel kind "
-                              f"({', '.join(_MEL_KINDS)}); this recipe has backend={s.backend}, kind={s.kind}")
+                              f"({', '.join(MEL_KINDS)}); this recipe has backend={s.backend}, kind={s.kind}")
         self.prob = float(prob)
-        self.factors = [round(f, 2) for f in (np.linspace(low, high, steps).tolist() if steps > 1 else [low])]
+        self.factors = factor_grid(low, high, steps)
         self.power = FrontendSettings.of(dataclasses.replace(s, kind="stft")).build(frontend.sample_rate)
         banks = [warped_mel_filters(sr=frontend.sample_rate, n_fft=s.n_fft, n_mels=s.n_mels, fmin=frontend.f_min,
                                     fmax=frontend.f_max, htk=s.mel_scale == "htk", norm=s.norm, alpha=a,
                                     boundary=boundary) for a in [1.0, *self.factors]]
         self.register_buffer("banks", torch.from_numpy(np.stack(banks)), persistent=False)  # (1 + steps, mels, freq)
+        self.register_buffer("alphas", torch.tensor([1.0, *self.factors]), persistent=False)  # each bank's factor
         self.drawn: dict[str, Tensor] = {}
 
     def forward(self, wave: Tensor, frontend: Frontend) -> Tensor:
@@ -94,7 +94,7 @@ class VTLP(FixedKernels):
         batch, dev = wave.shape[0], wave.device
         pick = torch.randint(0, len(self.factors), (batch,), device=dev) + 1
         pick = torch.where(torch.rand(batch, device=dev) < self.prob, pick, 0)  # bank 0: unwarped
-        self.drawn = {"alpha": torch.tensor([1.0, *self.factors], device=dev)[pick]}
+        self.drawn = {"alpha": self.alphas[pick]}
         if not bool((pick > 0).any()):
             return frontend(wave)
         with torch.autocast(device_type=dev.type, enabled=False), exact_float32(dev):

@@ -25,7 +25,7 @@ from audiocnn.core.errors import ConfigError
 from audiocnn.core.registry import Registry
 
 __all__ = ["WAVE_AUGMENTS", "WAVE_ORDER", "AddNoise", "PitchShift", "RandomEQ", "RandomGain", "Reverb", "SpeedPerturb",
-           "TimeShift", "TimeStretch", "WaveAugment", "biquad_filter", "peaking_biquad", "phase_vocoder_stretch"]
+           "TimeShift", "TimeStretch", "WaveAugment", "biquad_filter", "factor_grid", "peaking_biquad", "phase_vocoder_stretch"]
 
 WAVE_AUGMENTS: Registry[type[nn.Module]] = Registry("waveform augmentation")
 WAVE_ORDER = ("speed", "stretch", "pitch", "shift", "gain", "eq", "reverb", "noise")
@@ -113,7 +113,7 @@ class TimeShift(nn.Module):
         return torch.gather(wave, 1, src.clamp(0, n - 1)) * inside
 
 
-def _factors(low: float, high: float, steps: int) -> list[float]:
+def factor_grid(low: float, high: float, steps: int) -> list[float]:
     """``steps`` factors evenly spaced in ``[low, high]``, rounded to 0.01 (each a small rational ratio)."""
     return [round(f, 2) for f in (torch.linspace(low, high, steps).tolist() if steps > 1 else [low])]
 
@@ -174,7 +174,7 @@ class _Grouped(nn.Module):
 
     def __init__(self, *, prob: float = 0.0, low: float = 0.9, high: float = 1.1, steps: int = 3) -> None:
         super().__init__()
-        self.prob, self.factors = float(prob), _factors(low, high, steps)
+        self.prob, self.factors = float(prob), factor_grid(low, high, steps)
         if self.resampled:  # speed f: the wave read as if sampled at 100 f, written at 100
             self.resamplers = nn.ModuleList(SincResampler(int(round(100 * f)), 100, zeros=16) for f in self.factors)
         self.drawn: dict[str, Tensor] = {}

@@ -62,10 +62,8 @@ class AudioClassifier(Classifier):
         wave = self.wave_augment(wave)
         spec = self.spectrogram(wave) if self.vtlp is None else self.norm(self.vtlp(wave, self.frontend))
         spec = apply_mix(spec, mix)
-        if self.deltas is None:
-            spec = self.augment(spec)
-            return spec.unsqueeze(1) if self.network.dims == 2 else spec
-        maps = self.augment(self.deltas(spec))  # (batch, 1 + d, n_features, frames), the same masks on each map
+        maps = spec.unsqueeze(1) if self.deltas is None else self.deltas(spec)  # (batch, 1 + d, n_features, frames)
+        maps = self.augment(maps)  # the same masks on each map
         return maps if self.network.dims == 2 else maps.flatten(1, 2)
 
 
