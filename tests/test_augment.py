@@ -12,7 +12,7 @@ from audiocnn.config import Config, check_ranges
 from audiocnn.core.errors import ConfigError
 from audiocnn.features.wave_augment import (AddNoise, PitchShift, RandomEQ, RandomGain, Reverb, SpeedPerturb,
                                             TimeShift, TimeStretch, WaveAugment, biquad_filter, peaking_biquad)
-from audiocnn.modalities.audio import _wave_augment
+from audiocnn.modalities.audio import AudioModality
 
 SR = 16000
 
@@ -224,7 +224,7 @@ def _all_on(**over) -> WaveAugment:
                      **over).items():
         setattr(cfg.augment, k, v)
     check_ranges(cfg)
-    return _wave_augment(cfg)
+    return AudioModality().input_parts(cfg).wave_augment
 
 
 def test_builder_order_and_eval_identity():
@@ -235,7 +235,8 @@ def test_builder_order_and_eval_identity():
     assert torch.equal(aug.eval()(x), x)
     for t in aug.transforms:
         assert torch.equal(t.eval()(x), x)
-    assert _wave_augment(Config()) is None
+    parts = AudioModality().input_parts(Config())
+    assert parts.wave_augment is parts.augment is parts.warp is parts.mixup is None  # every switch off: none built
 
 
 def test_same_seed_same_augmentation():

@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from audiocnn.config import FrontendConfig
-from audiocnn.features import FrequencyNorm, Frontend, FrontendSettings, SpecAugment, draw_mixup, mix
+from audiocnn.core.errors import ConfigError
+from audiocnn.features import AUGMENT_STAGES, AUGMENTS, FrequencyNorm, Frontend, FrontendSettings, Mixup, SpecAugment
 
 REPO = Path(__file__).resolve().parents[1]
 TORCH_BACKENDS = ["torch", "nnaudio"]
@@ -444,13 +445,25 @@ def test_spec_augment_only_in_training():
 
 def test_mixup_draw_and_mix():
     x = torch.eye(6).reshape(6, 6, 1)  # one-hot rows reveal the partner of each example
+    mixup = Mixup(alpha=0.4).train()
     np.random.seed(1)
     torch.manual_seed(1)
-    perm, lam = draw_mixup(6, alpha=0.4)
+    perm, lam = mixup.draw(6)
+    np.random.seed(1)
+    assert lam == np.random.beta(0.4, 0.4)  # Beta(alpha, alpha) from NumPy's global RNG
     assert 0.0 <= lam <= 1.0 and sorted(perm.tolist()) == list(range(6))
-    torch.testing.assert_close(mix(x, (perm, lam)), lam * x + (1 - lam) * x[perm])
+    torch.testing.assert_close(mixup(x, (perm, lam)), lam * x + (1 - lam) * x[perm])
     np.random.seed(1)
     torch.manual_seed(1)
-    again = draw_mixup(6, alpha=0.4)  # the engine's seeded global RNGs give the same draw on resume
+    again = mixup.draw(6)  # the engine's seeded global RNGs give the same draw on resume
     assert again[1] == lam and torch.equal(again[0], perm)
-    assert draw_mixup(6, alpha=0.0) is None and mix(x, None) is x
+    assert Mixup(alpha=0.0).train().draw(6) is None and mixup(x, None) is x
+    assert mixup.eval().draw(6) is None  # training only
+
+
+def test_every_augmentation_is_registered_in_one_stage():
+    staged = [name for names in AUGMENT_STAGES.values() for name in names]
+    assert sorted(staged) == AUGMENTS.names()  # each registered transform has exactly one place in the order
+    assert AUGMENTS.get("masks") is SpecAugment and AUGMENTS.get("mixup") is Mixup
+    with pytest.raises(ConfigError, match="mixup_alpha"):
+        Mixup(alpha=-1)

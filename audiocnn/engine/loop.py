@@ -30,7 +30,6 @@ from audiocnn.data.loader import EpochShuffleSampler, make_loader
 from audiocnn.engine.distributed import DistContext, elastic_resume, remember_elastic_run, setup
 from audiocnn.engine.ema import WeightEMA
 from audiocnn.engine.logging import ProgressLine, RunLogger, check_loggers, write_env
-from audiocnn.features import draw_mixup
 from audiocnn.inference import autocast, evaluate_loader, progress
 from audiocnn.modalities import Classifier, Data, modality_of
 from audiocnn.models.pretrained import head_parameters
@@ -158,6 +157,7 @@ def train_one_epoch(model: Classifier, loader, optimizer, scheduler, scaler, cfg
     sums)`` saves this process's sums so far. ``ema`` (``trainer.ema_decay``) is updated after every step."""
     task, tr = get_task(cfg.data.task), cfg.trainer
     model.train()
+    mixup = getattr(model, "module", model).mixup  # the classifier's, also inside DistributedDataParallel
     carry = carry or {}
     total_loss, correct, seen = carry.get("total_loss", 0.0), carry.get("correct", 0), carry.get("seen", 0)
     steps = len(loader) if not tr.max_steps_per_epoch else min(len(loader), tr.max_steps_per_epoch)
@@ -176,7 +176,7 @@ def train_one_epoch(model: Classifier, loader, optimizer, scheduler, scaler, cfg
             break
         wave = batch.wave.to(device, non_blocking=True)
         target = batch.target.to(device, non_blocking=True)
-        mix = draw_mixup(wave.shape[0], cfg.augment.mixup_alpha, device)
+        mix = mixup.draw(wave.shape[0], device)
         with autocast(device, tr.precision):
             logits = model(wave, mix=mix)
         if mix is None:

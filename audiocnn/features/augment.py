@@ -1,4 +1,22 @@
-"""Spectrogram augmentation: SpecAugment masks and mixup."""
+"""The augmentation mechanism: one registry (:data:`AUGMENTS`) of training-only transforms, each with its recipe keys,
+applied by stage in the fixed order :data:`AUGMENT_STAGES`; here, the spectrogram masks and mixup.
+
+Every registered transform is an ``nn.Module`` that is the identity in eval mode and draws its randomness from the
+global RNGs the engine seeds from ``trainer.seed`` and checkpoints, so a resumed run draws the same. The stages, in
+the order an audio example meets them::
+
+    wave (batch, time)      speed -> stretch -> pitch -> shift -> gain -> eq -> reverb -> noise   (wave_augment)
+    front-end               vtlp: the mel filters warped per example                               (vtlp)
+    batch                   mixup: inputs blended with a partner, targets blended in the loss     (here)
+    spectrogram maps        masks: SpecAugment's frequency and time bands                          (here)
+
+The audio modality builds each stage from its ``augment.*`` keys (``audiocnn.modalities.audio``); images take
+mixup from here and their own geometric :class:`~audiocnn.features.image.ImageAugment`.
+
+Example:
+    >>> AUGMENTS.get("masks")(freq_masks=2, time_masks=2)
+    >>> mixup = AUGMENTS.get("mixup")(alpha=0.2)
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -6,8 +24,21 @@ import torch
 from torch import Tensor, nn
 
 from audiocnn.core.errors import ConfigError
+from audiocnn.core.registry import Registry
 
-__all__ = ["SpecAugment", "draw_mixup", "mix"]
+__all__ = ["AUGMENTS", "AUGMENT_STAGES", "Mix", "Mixup", "SpecAugment"]
+
+AUGMENTS: Registry[type[nn.Module]] = Registry("augmentation")
+AUGMENT_STAGES: dict[str, tuple[str, ...]] = {
+    "wave": ("speed", "stretch", "pitch", "shift", "gain", "eq", "reverb", "noise"),
+    "frontend": ("vtlp",),
+    "batch": ("mixup",),
+    "spec": ("masks",),
+}
+"""Each stage's registered transforms, in the order they are applied."""
+
+Mix = tuple[Tensor, float]
+"""A mixup draw: ``(perm, lam)``, each example's partner and the blend weight."""
 
 
 def _masks(batch: int, size: int, count: int, max_width: int, device: torch.device) -> Tensor:
@@ -21,6 +52,7 @@ def _masks(batch: int, size: int, count: int, max_width: int, device: torch.devi
     return hit
 
 
+@AUGMENTS.register("masks")
 class SpecAugment(nn.Module):
     """Frequency and time masking (Park et al., 2019), only while ``self.training``.
 
@@ -69,26 +101,45 @@ class SpecAugment(nn.Module):
                 f"time_masks={self.time_masks}, time_mask_param={self.time_mask_param}")
 
 
-def draw_mixup(batch_size: int, alpha: float, device: torch.device | str = "cpu") -> tuple[Tensor, float] | None:
-    """Mixup (Zhang et al., 2018): a partner for each example and the blend weight, or ``None`` when ``alpha <= 0``.
+@AUGMENTS.register("mixup")
+class Mixup(nn.Module):
+    """Mixup (Zhang et al., 2018), ``augment.mixup_alpha``: each example blended with a partner from the batch.
 
-    ``lam ~ Beta(alpha, alpha)`` from NumPy's global RNG and ``perm`` from torch's, both seeded (and checkpointed)
-    by the engine, so a resumed run draws the same. The caller mixes the inputs with :func:`mix` and the losses:
-    ``loss = lam * criterion(out, y) + (1 - lam) * criterion(out, y[perm])``.
+    :meth:`draw` picks the partners and the weight ``lam ~ Beta(alpha, alpha)`` (NumPy's global RNG, then torch's,
+    both seeded and checkpointed by the engine); :meth:`forward` blends the inputs, and the caller blends the
+    losses: ``loss = lam * criterion(out, y) + (1 - lam) * criterion(out, y[perm])``.
+
+    Args:
+        alpha: the Beta distribution's parameter; 0 switches mixup off (0.1-0.4 is usual; 1: ``lam`` uniform).
+
+    Shape:
+        ``(batch, ...) -> (batch, ...)``.
 
     Example:
-        >>> m = draw_mixup(32, alpha=0.2)
-        >>> x = mix(spec, m)
+        >>> mixup = Mixup(alpha=0.2).train()
+        >>> m = mixup.draw(32)            # None in eval mode or with alpha 0
+        >>> x = mixup(spec, m)
     """
-    if alpha <= 0:
-        return None
-    lam = float(np.random.beta(alpha, alpha))
-    return torch.randperm(batch_size, device=device), lam
 
+    def __init__(self, *, alpha: float = 0.0) -> None:
+        super().__init__()
+        if alpha < 0:
+            raise ConfigError(f"augment.mixup_alpha must be >= 0 (0: off), got {alpha}")
+        self.alpha = float(alpha)
 
-def mix(x: Tensor, mixup: tuple[Tensor, float] | None) -> Tensor:
-    """``lam * x + (1 - lam) * x[perm]`` for ``mixup=(perm, lam)``; ``x`` itself for ``None``."""
-    if mixup is None:
-        return x
-    perm, lam = mixup
-    return lam * x + (1.0 - lam) * x[perm]
+    def draw(self, batch_size: int, device: torch.device | str = "cpu") -> Mix | None:
+        """The partners and the weight for one batch, or ``None`` (eval mode, ``alpha`` 0)."""
+        if not self.training or self.alpha <= 0:
+            return None
+        lam = float(np.random.beta(self.alpha, self.alpha))
+        return torch.randperm(batch_size, device=device), lam
+
+    def forward(self, x: Tensor, mix: Mix | None = None) -> Tensor:
+        """``lam * x + (1 - lam) * x[perm]`` for ``mix=(perm, lam)``; ``x`` itself for ``None``."""
+        if mix is None:
+            return x
+        perm, lam = mix
+        return lam * x + (1.0 - lam) * x[perm]
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"

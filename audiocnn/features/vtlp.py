@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from audiocnn.core.errors import ConfigError
+from audiocnn.features.augment import AUGMENTS
 from audiocnn.features.frontends import MEL_KINDS, Frontend, FrontendSettings
 from audiocnn.features.kernels import FixedKernels, exact_float32
 from audiocnn.features.wave_augment import factor_grid
@@ -57,6 +58,7 @@ def warped_mel_filters(*, sr: int, n_fft: int, n_mels: int, fmin: float, fmax: f
     return weights.astype(np.float32)
 
 
+@AUGMENTS.register("vtlp")
 class VTLP(FixedKernels):
     """``augment.vtlp_prob``: features of ``wave`` through ``frontend``, each chosen example's mel bank warped.
 

@@ -1,4 +1,5 @@
-"""Waveform augmentation on the device, batched: registered ``(batch, time) -> (batch, time)`` transforms.
+"""Waveform augmentation on the device, batched: ``(batch, time) -> (batch, time)`` transforms registered in
+:data:`~audiocnn.features.augment.AUGMENTS` (the ``wave`` stage).
 
 Each transform is active only while ``self.training`` and draws its randomness from torch's global RNG on the
 wave's device (CPU or CUDA), which the engine seeds from ``trainer.seed`` and checkpoints, so a resumed run draws
@@ -22,13 +23,12 @@ from torch import Tensor, nn
 
 from audiocnn.audio import AUDIO_EXTENSIONS, SincResampler, load_audio
 from audiocnn.core.errors import ConfigError
-from audiocnn.core.registry import Registry
+from audiocnn.features.augment import AUGMENT_STAGES, AUGMENTS
 
-__all__ = ["WAVE_AUGMENTS", "WAVE_ORDER", "AddNoise", "PitchShift", "RandomEQ", "RandomGain", "Reverb", "SpeedPerturb",
+__all__ = ["WAVE_ORDER", "AddNoise", "PitchShift", "RandomEQ", "RandomGain", "Reverb", "SpeedPerturb",
            "TimeShift", "TimeStretch", "WaveAugment", "biquad_filter", "factor_grid", "peaking_biquad", "phase_vocoder_stretch"]
 
-WAVE_AUGMENTS: Registry[type[nn.Module]] = Registry("waveform augmentation")
-WAVE_ORDER = ("speed", "stretch", "pitch", "shift", "gain", "eq", "reverb", "noise")
+WAVE_ORDER = AUGMENT_STAGES["wave"]
 """The order :class:`WaveAugment` applies the registered transforms in (the audio modality builds them so)."""
 
 _LN1000 = 3 * math.log(10)  # amplitude decays by 60 dB (a factor 1000) over one RT60
@@ -51,7 +51,7 @@ def _read_folder(folder: str, key: str, sample_rate: int) -> list[Tensor]:
     return [torch.from_numpy(load_audio(p, sample_rate, min_duration=0.0)) for p in files]
 
 
-@WAVE_AUGMENTS.register("gain")
+@AUGMENTS.register("gain")
 class RandomGain(nn.Module):
     """Gain uniform in ``[-gain_db, +gain_db]`` dB per example (every example; 0 disables).
 
@@ -79,7 +79,7 @@ class RandomGain(nn.Module):
         return wave * 10 ** (gain_db / 20)
 
 
-@WAVE_AUGMENTS.register("shift")
+@AUGMENTS.register("shift")
 class TimeShift(nn.Module):
     """Shift each chosen example by a whole number of samples in ``[-max_s, +max_s]`` seconds, zero fill.
 
@@ -204,7 +204,7 @@ class _Grouped(nn.Module):
         return f"prob={self.prob}, factors={self.factors}"
 
 
-@WAVE_AUGMENTS.register("speed")
+@AUGMENTS.register("speed")
 class SpeedPerturb(_Grouped):
     """Speed perturbation (Ko et al., 2015; Kaldi, SpeechBrain): resample by a factor, then crop or pad back.
 
@@ -223,7 +223,7 @@ class SpeedPerturb(_Grouped):
         return _fit(self.resamplers[index](wave), wave.shape[1])
 
 
-@WAVE_AUGMENTS.register("stretch")
+@AUGMENTS.register("stretch")
 class TimeStretch(_Grouped):
     """Time stretch by a phase vocoder, pitch kept: duration ``/ f``, then cropped or zero-padded back.
 
@@ -238,7 +238,7 @@ class TimeStretch(_Grouped):
         return _fit(phase_vocoder_stretch(wave, self.factors[index]), wave.shape[1])
 
 
-@WAVE_AUGMENTS.register("pitch")
+@AUGMENTS.register("pitch")
 class PitchShift(_Grouped):
     """Pitch shift by a factor ``f``, duration kept: a phase-vocoder stretch to ``time * f``, resampled by ``f``.
 
@@ -310,7 +310,7 @@ def biquad_filter(wave: Tensor, b: Tensor, a: Tensor) -> Tensor:
     return torch.fft.irfft(spec, n_fft)[..., :n].to(torch.float32)
 
 
-@WAVE_AUGMENTS.register("eq")
+@AUGMENTS.register("eq")
 class RandomEQ(nn.Module):
     """Random equalisation: ``bands`` peaking biquads per chosen example (RBJ cookbook).
 
@@ -357,7 +357,7 @@ class RandomEQ(nn.Module):
         return biquad_filter(wave, *peaking_biquad(f0.double(), gain_db.double(), q.double(), self.sample_rate))
 
 
-@WAVE_AUGMENTS.register("noise")
+@AUGMENTS.register("noise")
 class AddNoise(nn.Module):
     """Additive noise at an SNR uniform in ``[snr_low, snr_high]`` dB per chosen example.
 
@@ -415,7 +415,7 @@ class AddNoise(nn.Module):
         return wave + scale[:, None] * noise
 
 
-@WAVE_AUGMENTS.register("reverb")
+@AUGMENTS.register("reverb")
 class Reverb(nn.Module):
     """Reverberation: convolution with a room impulse response by FFT; output as long as the input, same RMS.
 

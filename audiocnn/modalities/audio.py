@@ -19,10 +19,9 @@ from audiocnn.config import Config
 from audiocnn.core.errors import ConfigError
 from audiocnn.data import AudioCache, AudioDataset, build_loaders, build_splits, collate, prepare_splits
 from audiocnn.data.shards import ShardSet, fit_loader, shard_loaders, shard_set_of
-from audiocnn.features import KINDS, Deltas, FrequencyNorm, FrontendSettings, SpecAugment, UtteranceNorm
-from audiocnn.features import mix as apply_mix
+from audiocnn.features import AUGMENT_STAGES, AUGMENTS, KINDS, Deltas, FrequencyNorm, FrontendSettings, UtteranceNorm
 from audiocnn.features.vtlp import VTLP
-from audiocnn.features.wave_augment import WAVE_AUGMENTS, WAVE_ORDER, WaveAugment
+from audiocnn.features.wave_augment import WaveAugment
 from audiocnn.models.registry import InputSpec
 from audiocnn.modalities.base import Data, InputParts, Modality, register_modality
 from audiocnn.modalities.classifier import Classifier, Mix
@@ -37,19 +36,21 @@ class AudioClassifier(Classifier):
     Args:
         frontend: waveform -> ``(batch, n_features, frames)``; its kernels are not saved.
         network: a model with ``dims``, ``forward_features`` and ``forward_head`` (a :class:`ConvNet`).
-        augment: spectrogram augmentation, active only in training mode.
+        augment: spectrogram augmentation (the ``spec`` stage: SpecAugment), active only in training mode.
         wave_augment: waveform augmentation before the front-end, active only in training mode.
         norm: the normaliser (``frontend.normalize``); default a :class:`FrequencyNorm` fitted by training.
         deltas: ``frontend.deltas``: a :class:`Deltas` stacking delta features as channels; ``None``: none.
         vtlp: ``augment.vtlp_prob``: a :class:`VTLP` warping the front-end's mel filters in training; ``None``: none.
+        mixup: ``augment.mixup_alpha``'s :class:`~audiocnn.features.Mixup`; ``None``: off.
     """
 
     modality = "audio"
 
     def __init__(self, frontend: nn.Module, network: nn.Module, augment: nn.Module | None = None,
                  wave_augment: nn.Module | None = None, *, norm: nn.Module | None = None,
-                 deltas: Deltas | None = None, vtlp: VTLP | None = None):
-        super().__init__(frontend, norm if norm is not None else FrequencyNorm(frontend.n_features), network, augment)
+                 deltas: Deltas | None = None, vtlp: VTLP | None = None, mixup: nn.Module | None = None):
+        super().__init__(frontend, norm if norm is not None else FrequencyNorm(frontend.n_features), network, augment,
+                         mixup=mixup)
         self.wave_augment = wave_augment if wave_augment is not None else nn.Identity()
         self.deltas = deltas
         self.vtlp = vtlp
@@ -61,7 +62,7 @@ class AudioClassifier(Classifier):
     def network_input(self, wave: torch.Tensor, mix: Mix | None = None) -> torch.Tensor:
         wave = self.wave_augment(wave)
         spec = self.spectrogram(wave) if self.vtlp is None else self.norm(self.vtlp(wave, self.frontend))
-        spec = apply_mix(spec, mix)
+        spec = self.mixup(spec, mix)
         maps = spec.unsqueeze(1) if self.deltas is None else self.deltas(spec)  # (batch, 1 + d, n_features, frames)
         maps = self.augment(maps)  # the same masks on each map
         return maps if self.network.dims == 2 else maps.flatten(1, 2)
@@ -104,11 +105,6 @@ class AudioModality(Modality):
 
     def input_parts(self, cfg: Config) -> InputParts:
         frontend = FrontendSettings.of(cfg.frontend).build(cfg.data.sample_rate)
-        a = cfg.augment
-        augment = None
-        if a.freq_masks or a.time_masks:
-            augment = SpecAugment(freq_masks=a.freq_masks, freq_mask_param=a.freq_mask_param,
-                                  time_masks=a.time_masks, time_mask_param=a.time_mask_param)
         frames = frontend.num_frames(_samples(cfg.data.duration, cfg.data.sample_rate))
         fe = cfg.frontend
         norm = UtteranceNorm(frontend.n_features) if fe.normalize == "per_utterance" else None
@@ -116,10 +112,11 @@ class AudioModality(Modality):
         if deltas is not None and frames < fe.delta_width:
             raise ConfigError(f"frontend.delta_width={fe.delta_width} frames, but a {cfg.data.duration:g} s crop has "
                               f"{frames}: lower frontend.delta_width or lengthen data.duration")
-        return InputParts(frontend, augment, frontend.n_features, (frames,), _wave_augment(cfg), norm=norm,
-                          maps=deltas.channels if deltas is not None else 1, stack=deltas,
-                          warp=VTLP(frontend, prob=a.vtlp_prob, low=a.vtlp_low, high=a.vtlp_high,
-                                    steps=a.vtlp_steps) if a.vtlp_prob else None)
+        stages = {stage: _augments(cfg, stage, frontend) for stage in AUGMENT_STAGES}
+        warp, mixup, masks = (stages[s][0] if stages[s] else None for s in ("frontend", "batch", "spec"))  # one each
+        return InputParts(frontend, masks, frontend.n_features, (frames,),
+                          WaveAugment(stages["wave"]) if stages["wave"] else None, norm=norm,
+                          maps=deltas.channels if deltas is not None else 1, stack=deltas, warp=warp, mixup=mixup)
 
     def network_args(self, parts: InputParts, spec: InputSpec, args: dict) -> dict:
         if spec.rank(args) == 1:  # the features (of every delta order) are the channels
@@ -137,7 +134,7 @@ class AudioModality(Modality):
 
     def classifier(self, parts: InputParts, network: nn.Module) -> AudioClassifier:
         return AudioClassifier(parts.frontend, network, parts.augment, parts.wave_augment, norm=parts.norm,
-                               deltas=parts.stack, vtlp=parts.warp)
+                               deltas=parts.stack, vtlp=parts.warp, mixup=parts.mixup)
 
     def example_input(self, cfg: Config, model: Classifier, batch_size: int) -> tuple[torch.Tensor, str]:
         n = _samples(cfg.data.duration, cfg.data.sample_rate)
@@ -180,10 +177,11 @@ def _windows(cfg: Config, wave: np.ndarray, hop: float | None) -> tuple[torch.Te
     return torch.from_numpy(np.ascontiguousarray(windows)), info
 
 
-def _wave_augment(cfg: Config) -> WaveAugment | None:
-    """The recipe's waveform transforms (registered in ``WAVE_AUGMENTS``) in :data:`WAVE_ORDER`; ``None`` if all off."""
+def _augments(cfg: Config, stage: str, frontend: nn.Module) -> list[nn.Module]:
+    """The recipe's transforms of one stage of :data:`~audiocnn.features.AUGMENT_STAGES`, in order, built from the
+    registry; those whose switch (a probability, a size, ``alpha``) is 0 are left out."""
     a, sr = cfg.augment, cfg.data.sample_rate
-    args = {  # name: (its probability or size, 0 for off; its typed keyword arguments)
+    args = {  # name: (its switch, 0 for off; its typed keyword arguments)
         "speed": (a.speed_prob, dict(prob=a.speed_prob, low=a.speed_low, high=a.speed_high, steps=a.speed_steps)),
         "stretch": (a.stretch_prob, dict(prob=a.stretch_prob, low=a.stretch_low, high=a.stretch_high,
                                          steps=a.stretch_steps)),
@@ -196,9 +194,13 @@ def _wave_augment(cfg: Config) -> WaveAugment | None:
                                        rt60_high=a.reverb_rt60_high, rir_dir=a.rir_dir)),
         "noise": (a.noise_prob, dict(sample_rate=sr, prob=a.noise_prob, snr_low=a.noise_snr_low,
                                      snr_high=a.noise_snr_high, noise_dir=a.noise_dir)),
+        "vtlp": (a.vtlp_prob, dict(frontend=frontend, prob=a.vtlp_prob, low=a.vtlp_low, high=a.vtlp_high,
+                                   steps=a.vtlp_steps)),
+        "mixup": (a.mixup_alpha, dict(alpha=a.mixup_alpha)),
+        "masks": (a.freq_masks + a.time_masks, dict(freq_masks=a.freq_masks, freq_mask_param=a.freq_mask_param,
+                                                    time_masks=a.time_masks, time_mask_param=a.time_mask_param)),
     }
-    transforms = [WAVE_AUGMENTS.get(name)(**args[name][1]) for name in WAVE_ORDER if args[name][0] > 0]
-    return WaveAugment(transforms) if transforms else None
+    return [AUGMENTS.get(name)(**args[name][1]) for name in AUGMENT_STAGES[stage] if args[name][0] > 0]
 
 
 def _samples(seconds: float, sample_rate: int) -> int:

@@ -45,6 +45,7 @@ class InputParts:
         stack: the module that makes those maps (audio: :class:`~audiocnn.features.Deltas`), or ``None``.
         warp: training-only augmentation inside the front-end (audio: :class:`~audiocnn.features.vtlp.VTLP`), or
             ``None``.
+        mixup: ``augment.mixup_alpha``'s :class:`~audiocnn.features.Mixup`, or ``None`` (off).
     """
 
     frontend: nn.Module
@@ -56,6 +57,7 @@ class InputParts:
     maps: int = 1
     stack: nn.Module | None = None
     warp: nn.Module | None = None
+    mixup: nn.Module | None = None
 
 
 class Modality:

@@ -3,16 +3,17 @@
     input -> network_input (front-end, normaliser, augmentation in training, mixup) -> network -> logits
 
 A modality subclasses it and defines :meth:`Classifier.network_input` only; ``forward``, ``forward_features`` and
-``embed`` are shared. Submodules keep the names ``frontend``, ``norm``, ``augment`` and ``network`` (checkpoint keys).
+``embed`` are shared. Submodules keep the names ``frontend``, ``norm``, ``augment`` and ``network`` (checkpoint keys);
+``mixup`` holds no state.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-__all__ = ["Classifier"]
+from audiocnn.features.augment import Mix, Mixup
 
-Mix = tuple[torch.Tensor, float]
+__all__ = ["Classifier", "Mix"]
 
 
 class Classifier(nn.Module):
@@ -23,16 +24,20 @@ class Classifier(nn.Module):
         norm: statistics fitted on the training split (``norm.fit``).
         network: a model with ``forward_features`` and ``forward_head`` (a :class:`~audiocnn.models.ConvNet`).
         augment: augmentation, active only in training mode.
+        mixup: ``augment.mixup_alpha``'s :class:`~audiocnn.features.augment.Mixup` (default: off); the engine
+            draws from it each training step and passes the draw to :meth:`forward` as ``mix``.
     """
 
     modality: str = ""
 
-    def __init__(self, frontend: nn.Module, norm: nn.Module, network: nn.Module, augment: nn.Module | None = None):
+    def __init__(self, frontend: nn.Module, norm: nn.Module, network: nn.Module, augment: nn.Module | None = None,
+                 *, mixup: Mixup | None = None):
         super().__init__()
         self.frontend = frontend
         self.norm = norm
         self.augment = augment if augment is not None else nn.Identity()
         self.network = network
+        self.mixup = mixup if mixup is not None else Mixup()
 
     def network_input(self, x: torch.Tensor, mix: Mix | None = None) -> torch.Tensor:
         """Raw input -> what the network takes. ``mix=(perm, lam)`` applies mixup (training)."""

@@ -18,7 +18,7 @@ from audiocnn.data.images import (
     IMAGE_EXTENSIONS, ImageDataset, ImageError, ImageStore, build_image_loaders, build_image_splits, decode_image,
     image_collate, image_shape,
 )
-from audiocnn.features import mix as apply_mix
+from audiocnn.features import AUGMENTS
 from audiocnn.features.image import IMAGE_KIND, ChannelNorm, ImageAugment
 from audiocnn.models.registry import InputSpec
 from audiocnn.modalities.base import Data, InputParts, Modality, register_modality
@@ -44,12 +44,12 @@ class ImageClassifier(Classifier):
     modality = "image"
 
     def __init__(self, network: nn.Module, *, channels: int, input_shape: tuple[int, int, int] | None = None,
-                 augment: nn.Module | None = None):
-        super().__init__(nn.Identity(), ChannelNorm(channels), network, augment)
+                 augment: nn.Module | None = None, mixup: nn.Module | None = None):
+        super().__init__(nn.Identity(), ChannelNorm(channels), network, augment, mixup=mixup)
         self.input_shape = input_shape
 
     def network_input(self, images: torch.Tensor, mix: Mix | None = None) -> torch.Tensor:
-        return apply_mix(self.norm(self.augment(images)), mix)
+        return self.mixup(self.norm(self.augment(images)), mix)
 
 
 @register_modality
@@ -75,7 +75,8 @@ class ImageModality(Modality):
         a = cfg.augment
         augment = ImageAugment(invert=a.invert, rotation=a.rotation, translate=a.translate, shear=a.shear, zoom=a.zoom,
                                hflip=a.hflip)
-        return InputParts(nn.Identity(), augment if augment.active else None, channels, (height, width))
+        mixup = AUGMENTS.get("mixup")(alpha=a.mixup_alpha) if a.mixup_alpha else None
+        return InputParts(nn.Identity(), augment if augment.active else None, channels, (height, width), mixup=mixup)
 
     def network_args(self, parts: InputParts, spec: InputSpec, args: dict) -> dict:
         if spec.rank(args) != 2:
@@ -91,7 +92,8 @@ class ImageModality(Modality):
 
     def classifier(self, parts: InputParts, network: nn.Module) -> ImageClassifier:
         shape = (parts.n_features, *parts.spatial)
-        return ImageClassifier(network, channels=parts.n_features, input_shape=shape, augment=parts.augment)
+        return ImageClassifier(network, channels=parts.n_features, input_shape=shape, augment=parts.augment,
+                               mixup=parts.mixup)
 
     def example_input(self, cfg: Config, model: Classifier, batch_size: int) -> tuple[torch.Tensor, str]:
         return torch.zeros(batch_size, *model.input_shape), f"images {'x'.join(map(str, model.input_shape))}"
