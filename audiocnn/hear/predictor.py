@@ -180,7 +180,7 @@ def fit(spec: TaskSpec, conf: dict[str, Any], train: Frames, valid: Frames, *, m
     t0 = time.perf_counter()
     model = new_model(spec, conf, train.x.shape[1], train.x.device) if model is None else model
     cast = autocast(train.x.device, precision)
-    optimizer = torch.optim.Adam(model.parameters(), lr=conf["lr"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=conf["lr"], fused=True)  # the kernel StackedAdam uses
     validate = _Validator(spec, valid)
     batches = train_batches(len(train.x), conf["batch_size"])
     stopping = EarlyStopping(conf["patience"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.optim.adam import adam
 
 from audiocnn.hear.predictor import DownstreamMLP
 
@@ -151,6 +152,9 @@ class StackedAdam:
     """``torch.optim.Adam`` (betas 0.9, 0.999, eps 1e-8, no weight decay) over stacked parameters, one learning
     rate and one step count per member (dimension 0); :meth:`step` updates only the members in ``active``.
 
+    Each member's slices of the stacked tensors are updated by torch's fused Adam kernel (``fused=True``, one pass
+    over each tensor instead of the half-dozen temporaries of the plain implementation).
+
     Args:
         params: stacked parameters, member first.
         lr: ``(m,)`` learning rates.
@@ -160,14 +164,20 @@ class StackedAdam:
                  eps: float = 1e-8):
         self.params, self.betas, self.eps = params, betas, eps
         self.lr = lr.to(torch.float64)
-        self.steps = torch.zeros(len(lr), dtype=torch.float64, device=lr.device)
         self.exp_avg = [torch.zeros_like(p) for p in params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in params]
+        # the fused kernel's step counters: one float32 scalar per member and parameter, advanced by the kernel
+        self._steps = torch.zeros(len(lr), len(params), dtype=torch.float32, device=lr.device)
+
+    @property
+    def steps(self) -> torch.Tensor:
+        """``(m,)`` the steps each member has taken."""
+        return self._steps[:, 0].to(torch.float64)
 
     def keep(self, params: list[torch.Tensor], members: torch.Tensor) -> None:
         """Follow :meth:`StackedMLP.keep`: the new parameter tensors and the kept members' state."""
         self.params = params
-        self.lr, self.steps = self.lr[members], self.steps[members]
+        self.lr, self._steps = self.lr[members], self._steps[members]
         self.exp_avg = [t[members] for t in self.exp_avg]
         self.exp_avg_sq = [t[members] for t in self.exp_avg_sq]
 
@@ -175,25 +185,11 @@ class StackedAdam:
     def step(self, active: torch.Tensor | None = None) -> None:
         """One Adam step of the members where ``active (m,)`` is true (all when ``None``)."""
         b1, b2 = self.betas
-        steps = self.steps + (1 if active is None else active.to(torch.float64))
-        # bias corrections in float64, as torch.optim.Adam computes them in Python floats
-        step_size = (self.lr / (1 - b1 ** steps)).to(self.params[0].dtype)
-        bc2_sqrt = torch.sqrt(1 - b2 ** steps).to(self.params[0].dtype)
-        for p, m, v in zip(self.params, self.exp_avg, self.exp_avg_sq):
-            g = p.grad
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            if active is None:
-                m.lerp_(g, 1 - b1)
-                v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                denom = (v.sqrt() / bc2_sqrt.view(shape)).add_(self.eps)
-                p.sub_(step_size.view(shape) * (m / denom))
-                continue
-            on = active.view(shape)
-            m.copy_(torch.where(on, torch.lerp(m, g, 1 - b1), m))
-            v.copy_(torch.where(on, torch.addcmul(v * b2, g, g, value=1 - b2), v))
-            denom = (v.sqrt() / bc2_sqrt.view(shape)).add_(self.eps)
-            p.copy_(torch.where(on, p - step_size.view(shape) * (m / denom), p))
-        self.steps = steps
+        members = range(len(self.lr)) if active is None else active.nonzero()[:, 0].tolist()
+        for i in members:
+            adam([p[i] for p in self.params], [p.grad[i] for p in self.params], [m[i] for m in self.exp_avg],
+                 [v[i] for v in self.exp_avg_sq], [], list(self._steps[i].unbind()), fused=True, amsgrad=False,
+                 beta1=b1, beta2=b2, lr=float(self.lr[i]), weight_decay=0.0, eps=self.eps, maximize=False)
 
     def zero_grad(self) -> None:
         for p in self.params:
