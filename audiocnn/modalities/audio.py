@@ -112,7 +112,7 @@ class AudioModality(Modality):
         if deltas is not None and frames < fe.delta_width:
             raise ConfigError(f"frontend.delta_width={fe.delta_width} frames, but a {cfg.data.duration:g} s crop has "
                               f"{frames}: lower frontend.delta_width or lengthen data.duration")
-        stages = {stage: _augments(cfg, stage, frontend) for stage in AUGMENT_STAGES}
+        stages = _augments(cfg, frontend)
         warp, mixup, masks = (stages[s][0] if stages[s] else None for s in ("frontend", "batch", "spec"))  # one each
         return InputParts(frontend, masks, frontend.n_features, (frames,),
                           WaveAugment(stages["wave"]) if stages["wave"] else None, norm=norm,
@@ -177,8 +177,8 @@ def _windows(cfg: Config, wave: np.ndarray, hop: float | None) -> tuple[torch.Te
     return torch.from_numpy(np.ascontiguousarray(windows)), info
 
 
-def _augments(cfg: Config, stage: str, frontend: nn.Module) -> list[nn.Module]:
-    """The recipe's transforms of one stage of :data:`~audiocnn.features.AUGMENT_STAGES`, in order, built from the
+def _augments(cfg: Config, frontend: nn.Module) -> dict[str, list[nn.Module]]:
+    """The recipe's transforms of each stage of :data:`~audiocnn.features.AUGMENT_STAGES`, in order, built from the
     registry; those whose switch (a probability, a size, ``alpha``) is 0 are left out."""
     a, sr = cfg.augment, cfg.data.sample_rate
     args = {  # name: (its switch, 0 for off; its typed keyword arguments)
@@ -200,7 +200,8 @@ def _augments(cfg: Config, stage: str, frontend: nn.Module) -> list[nn.Module]:
         "masks": (a.freq_masks + a.time_masks, dict(freq_masks=a.freq_masks, freq_mask_param=a.freq_mask_param,
                                                     time_masks=a.time_masks, time_mask_param=a.time_mask_param)),
     }
-    return [AUGMENTS.get(name)(**args[name][1]) for name in AUGMENT_STAGES[stage] if args[name][0] > 0]
+    return {stage: [AUGMENTS.get(name)(**args[name][1]) for name in names if args[name][0] > 0]
+            for stage, names in AUGMENT_STAGES.items()}
 
 
 def _samples(seconds: float, sample_rate: int) -> int:
