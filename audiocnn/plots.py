@@ -15,14 +15,16 @@ import dataclasses
 import io
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 
 from audiocnn.features import FrontendSettings
 from audiocnn.core.io import atomic_write
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 TIMING_COLUMNS = ("time_s", "train_time_s", "train_samples", "samples_per_s", "data_wait", "threads")
 """Columns of metrics.csv that measure speed (written by the engine every epoch), not learning."""
@@ -43,6 +45,14 @@ _MODEL_PANEL = {"waveform": "waveform", "stft": "stft", "mel": "mel", "logmel": 
                 "efficientat_mel": "efficientat_mel"}
 """Which panel shows what the model gets, by ``frontend.kind``."""
 _DB_PER_NEPER = 10.0 / math.log(10.0)
+
+
+def _figure(**kwargs: Any) -> Figure:
+    """A matplotlib ``Figure`` (matplotlib is imported here, on the first figure: a second of every command's
+    start-up otherwise)."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
 
 
 def to_png(fig: Figure, *, dpi: int = 100, palette: bool = False) -> bytes:
@@ -93,7 +103,7 @@ def learning_curves(rows: Sequence[dict[str, Any]], *, monitor: str = "", best_e
     panels = [("loss", losses), ("metrics", metrics)]
     if rows and "lr" in rows[0]:
         panels.append(("learning rate", ["lr"]))
-    fig = Figure(figsize=(4.2 * len(panels), 3.3))
+    fig = _figure(figsize=(4.2 * len(panels), 3.3))
     axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (title, names) in zip(axes[0], panels):
         for name in names:
@@ -117,7 +127,7 @@ def learning_curves(rows: Sequence[dict[str, Any]], *, monitor: str = "", best_e
 
 def fold_scores(folds: Sequence[str], values: Sequence[float], *, metric: str, title: str = "") -> Figure:
     """Cross-validation: one bar per fold's test ``metric``, the mean as a line (``audiocnn cv``'s cv.png)."""
-    fig = Figure(figsize=(max(4.0, 0.6 * len(folds) + 2.0), 3.2))
+    fig = _figure(figsize=(max(4.0, 0.6 * len(folds) + 2.0), 3.2))
     ax = fig.subplots()
     ax.bar(list(folds), list(values), color="#4c72b0")
     mean = float(np.mean(values))
@@ -216,7 +226,7 @@ def signal_figure(wave: np.ndarray, sample_rate: int, cfg: FrontendSettings, *,
         with torch.no_grad():
             arrays[name] = frontends[name](torch.from_numpy(wave)[None])[0].numpy()
     heights = [1.0] + [1.6] * (len(names) - 1)
-    fig = Figure(figsize=(10, 1.0 + 2.2 * len(names)))
+    fig = _figure(figsize=(10, 1.0 + 2.2 * len(names)))
     grid = fig.add_gridspec(len(names), 2, width_ratios=[40, 1], height_ratios=heights, hspace=0.4, wspace=0.03)
     model_panel = _MODEL_PANEL.get(cfg.kind)
     first = None
@@ -250,7 +260,7 @@ def signal_figure(wave: np.ndarray, sample_rate: int, cfg: FrontendSettings, *,
 def thumbnail(features: np.ndarray, cfg: FrontendSettings, sample_rate: int, *, f_min: float | None = None,
               f_max: float | None = None) -> Figure:
     """A small spectrogram ``(n_features, frames)`` (or a wave ``(1, time)`` for ``kind: waveform``)."""
-    fig = Figure(figsize=(3.6, 2.0))
+    fig = _figure(figsize=(3.6, 2.0))
     ax = fig.subplots()
     fig.subplots_adjust(left=0.15, right=0.97, bottom=0.2, top=0.96)
     if cfg.kind == "waveform":
@@ -268,7 +278,7 @@ def thumbnail(features: np.ndarray, cfg: FrontendSettings, sample_rate: int, *, 
 
 def image_thumbnail(image: torch.Tensor | np.ndarray) -> Figure:
     """A small picture of an image input ``(C, H, W)`` with values in [0, 1]."""
-    fig = Figure(figsize=(2.4, 2.4))
+    fig = _figure(figsize=(2.4, 2.4))
     ax = fig.subplots()
     img = _as_image(image, scale=False)
     ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
@@ -314,7 +324,7 @@ def filters_figure(weight: torch.Tensor, *, max_filters: int = 64, title: str = 
     cols = min(n, 16 if not curves else 8)
     rows = math.ceil(n / cols)
     tile = 0.75 if not curves else 1.2
-    fig = Figure(figsize=(max(cols * tile, 3), rows * tile * (0.6 if curves else 1) + 0.6))
+    fig = _figure(figsize=(max(cols * tile, 3), rows * tile * (0.6 if curves else 1) + 0.6))
     axes = fig.subplots(rows, cols, squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.set_xticks([])
@@ -355,7 +365,7 @@ def activation_figure(network_input: torch.Tensor, stages: Sequence[tuple[str, t
     x = network_input.detach().float().cpu()
     cols = channels if x.dim() == 3 else 1
     rows = len(stages) + 1
-    fig = Figure(figsize=(13, 2.2 + 1.55 * len(stages)))
+    fig = _figure(figsize=(13, 2.2 + 1.55 * len(stages)))
     grid = fig.add_gridspec(rows, cols, height_ratios=[1.6] + [1] * len(stages))
 
     def show(ax, img: np.ndarray, title: str, cmap: str | None = "viridis", origin: str = "lower") -> None:

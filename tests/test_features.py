@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import librosa
@@ -467,3 +469,37 @@ def test_every_augmentation_is_registered_in_one_stage():
     assert AUGMENTS.get("masks") is SpecAugment and AUGMENTS.get("mixup") is Mixup
     with pytest.raises(ConfigError, match="mixup_alpha"):
         Mixup(alpha=-1)
+
+# --- filters.py: librosa's mel bank and scipy's windows without importing either -----------------------------
+
+@pytest.mark.parametrize("sr,n_fft,n_mels,fmin,fmax", [(8000, 256, 40, 0.0, 4000.0), (16000, 512, 64, 50.0, 7600.0),
+                                                       (22050, 2048, 128, 0.0, 11025.0), (44100, 1024, 96, 20.0, 15000.0)])
+@pytest.mark.parametrize("htk", [False, True])
+@pytest.mark.parametrize("norm", ["slaney", None])
+def test_mel_filters_match_librosa(sr, n_fft, n_mels, fmin, fmax, htk, norm):
+    from audiocnn.features.filters import mel_filters, mel_frequencies
+
+    np.testing.assert_allclose(mel_frequencies(n_mels, fmin=fmin, fmax=fmax, htk=htk),
+                               librosa.mel_frequencies(n_mels, fmin=fmin, fmax=fmax, htk=htk), rtol=1e-12)
+    ref = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=htk, norm=norm)
+    got = mel_filters(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=htk, norm=norm)
+    assert got.dtype == np.float32 and got.shape == ref.shape
+    np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["hann", "hamming", "blackman", "bartlett", "boxcar", ("kaiser", 8.0)])
+@pytest.mark.parametrize("length", [16, 255, 400])
+def test_windows_match_scipy(name, length):
+    import scipy.signal
+    from audiocnn.features.filters import get_window
+
+    np.testing.assert_allclose(get_window(name, length), scipy.signal.get_window(name, length, fftbins=True),
+                               rtol=0, atol=1e-12)
+
+
+def test_building_a_torch_frontend_imports_neither_librosa_nor_scipy_signal():
+    code = ("import sys; from audiocnn.features import build_frontend; "
+            "build_frontend(kind='logmel', n_mels=40, sample_rate=8000)(__import__('torch').zeros(1, 8000)); "
+            "print(sorted(m for m in ('librosa', 'scipy.signal', 'sklearn', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -45,11 +45,12 @@ def git_commit(directory: Path) -> str:
 def write_env(run_dir: Path) -> None:
     """Versions and hardware, so a run can be reproduced (as SpeechBrain's env.log): audiocnn's version and the
     git commit of its checkout, Python, torch and the audio libraries."""
-    import librosa  # slow to import, and wanted here only for its version
+    from importlib.metadata import version  # librosa itself takes seconds to import
+
     lines = [f"date: {dt.datetime.now().isoformat(timespec='seconds')}", f"audiocnn: {audiocnn.__version__}",
              f"git: {git_commit(Path(audiocnn.__file__).parent)}", f"python: {sys.version.split()[0]}",
              f"platform: {platform.platform()}", f"torch: {torch.__version__}", f"numpy: {numpy.__version__}",
-             f"librosa: {librosa.__version__}", f"soundfile: {soundfile.__version__}", f"soxr: {soxr.__version__}",
+             f"librosa: {version('librosa')}", f"soundfile: {soundfile.__version__}", f"soxr: {soxr.__version__}",
              f"cpu threads: {torch.get_num_threads()}",
              f"cuda: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none'}",
              f"command: {' '.join(sys.argv)}"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.signal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -51,6 +50,8 @@ class Deltas(nn.Module):
         if order not in (0, 1, 2) or width < 3 or width % 2 == 0:
             raise ValueError(f"Deltas needs order 0, 1 or 2 and an odd width >= 3, got order={order}, width={width}")
         self.order, self.width = int(order), int(width)
+        import scipy.signal  # about 1.5 s to import: only for a model with deltas
+
         for k in range(1, order + 1):
             taps = scipy.signal.savgol_coeffs(width, k, deriv=k, use="dot")
             left, right = _edge_maps(width, k)

@@ -31,12 +31,12 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 import numpy as np
-import scipy.signal
 import torch
 from torch import Tensor, nn
 
 from audiocnn.core.errors import ConfigError
 from audiocnn.features.efficientat_input import EfficientATMel
+from audiocnn.features.filters import get_window, mel_filters
 from audiocnn.features.kernels import FixedKernels, exact_float32
 from audiocnn.features.pcen import PCEN, PCEN_INPUT_SCALE
 
@@ -296,7 +296,7 @@ def _mel_bands(fb: np.ndarray, group: int) -> list[tuple[int, int, int, int]]:
 
 
 class TorchFrontend(Frontend):
-    """``torch.stft`` and a librosa mel filterbank (``librosa.filters.mel``, float32).
+    """``torch.stft`` and librosa's mel filterbank (:func:`~audiocnn.features.filters.mel_filters`, float32).
 
     On CUDA the whole batch goes through one ``torch.stft``. On the CPU the same numbers are computed
     in blocks of :attr:`CPU_BLOCK_FRAMES` frames (framing, window, ``rfft``, power, and the mel product over the
@@ -310,18 +310,15 @@ class TorchFrontend(Frontend):
 
     def __init__(self, cfg: FrontendSettings, sample_rate: int) -> None:
         super().__init__(cfg, sample_rate)
-        import librosa
-
-        window = librosa.filters.get_window(cfg.window, self.win_length, fftbins=True)
+        window = get_window(cfg.window, self.win_length)
         self.register_buffer("window", torch.from_numpy(window).float(), persistent=False)
         # torch.stft centres a shorter window inside n_fft samples; the blocked path uses it that way directly
-        self.register_buffer("frame_window", torch.from_numpy(librosa.util.pad_center(window, size=cfg.n_fft)).float(),
-                             persistent=False)
+        left = (cfg.n_fft - self.win_length) // 2
+        framed = np.pad(window, (left, cfg.n_fft - self.win_length - left))
+        self.register_buffer("frame_window", torch.from_numpy(framed).float(), persistent=False)
         if cfg.kind in MEL_KINDS:
-            fb = librosa.filters.mel(
-                sr=sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=self.f_min, fmax=self.f_max,
-                htk=cfg.mel_scale == "htk", norm=cfg.norm, dtype=np.float32,
-            )
+            fb = mel_filters(sr=sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=self.f_min, fmax=self.f_max,
+                             htk=cfg.mel_scale == "htk", norm=cfg.norm)
             self.register_buffer("mel_fb", torch.from_numpy(fb), persistent=False)
             self.mel_bands = _mel_bands(fb, self.MEL_GROUP)
             # each filter weight twice, for a bin's real and imaginary parts squared side by side: the product sums
@@ -519,7 +516,7 @@ def _validate(cfg: FrontendSettings, sample_rate: int) -> None:
                f"frontend.kind=efficientat_mel needs an even n_fft and n_mels >= 4, got n_fft={cfg.n_fft}, "
                f"n_mels={cfg.n_mels}")
     try:  # every backend but torchaudio takes scipy's window names
-        scipy.signal.get_window(cfg.window, 16, fftbins=True)
+        get_window(cfg.window, 16)
     except ValueError as e:
         raise ConfigError(f"frontend.window={cfg.window!r} is not a window scipy.signal.get_window knows ({e})") from None
     _check(cfg.log in ("db", "log", "pcen"), f"frontend.log={cfg.log!r} is not one of db, log, pcen")

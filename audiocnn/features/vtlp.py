@@ -22,6 +22,7 @@ from torch import Tensor
 
 from audiocnn.core.errors import ConfigError
 from audiocnn.features.augment import AUGMENTS
+from audiocnn.features.filters import mel_filters
 from audiocnn.features.frontends import MEL_KINDS, Frontend, FrontendSettings
 from audiocnn.features.kernels import FixedKernels, exact_float32
 from audiocnn.features.wave_augment import factor_grid
@@ -43,19 +44,8 @@ def warped_mel_filters(*, sr: int, n_fft: int, n_mels: int, fmin: float, fmax: f
     """``librosa.filters.mel(...)`` with each filter read at the warped bin frequencies: ``(n_mels, 1 + n_fft // 2)``.
 
     ``alpha=1`` gives librosa's bank."""
-    import librosa
-
-    fft = np.linspace(0.0, sr / 2.0, 1 + n_fft // 2)
-    warped = vtlp_warp(fft, alpha, nyquist=sr / 2.0, boundary=boundary)
-    mel_f = librosa.mel_frequencies(n_mels + 2, fmin=fmin, fmax=fmax, htk=htk)
-    fdiff = np.diff(mel_f)
-    ramps = mel_f[:, None] - warped[None, :]
-    lower = -ramps[:-2] / fdiff[:-1, None]
-    upper = ramps[2:] / fdiff[1:, None]
-    weights = np.maximum(0.0, np.minimum(lower, upper))
-    if norm == "slaney":
-        weights *= (2.0 / (mel_f[2:n_mels + 2] - mel_f[:n_mels]))[:, None]
-    return weights.astype(np.float32)
+    return mel_filters(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=htk, norm=norm,
+                       warp=lambda f: vtlp_warp(f, alpha, nyquist=sr / 2.0, boundary=boundary))
 
 
 @AUGMENTS.register("vtlp")

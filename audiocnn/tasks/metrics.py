@@ -1,4 +1,8 @@
-"""Metrics per task type, computed with scikit-learn on numpy arrays (each :class:`~audiocnn.tasks.Task` calls its own).
+"""Metrics per task type on numpy arrays (each :class:`~audiocnn.tasks.Task` calls its own).
+
+Multiclass metrics, the confusion matrix and the per-class report are counted here with NumPy (they run after every epoch, and importing
+scikit-learn costs two seconds of start-up); the rest are scikit-learn's, imported when first needed.
+tests/test_tasks.py checks the counted ones against scikit-learn.
 
 ``outputs`` are what the model's task activation gives: class probabilities ``(n, classes)`` for
 multiclass, ``(n,)`` positive-class probabilities for binary, ``(n, labels)`` sigmoid outputs for
@@ -7,25 +11,33 @@ multi-label, predictions ``(n, targets)`` for regression.
 from __future__ import annotations
 
 import numpy as np
-from sklearn import metrics as skm
 
 __all__ = ["binary", "classification_report", "confusion_matrix", "multiclass", "multilabel", "regression"]
 
 
 def multiclass(probs: np.ndarray, target: np.ndarray, top_k: int) -> dict[str, float]:
-    pred = probs.argmax(1)
+    """Accuracy, balanced accuracy (mean recall over the classes present), macro F1 over every class (0 for a
+    class never true nor predicted) and, with ``1 < top_k < classes``, top-k accuracy."""
+    n_classes = probs.shape[1]
+    cm = confusion_matrix(probs.argmax(1), target, n_classes)
+    tp, support, predicted = np.diag(cm).astype(np.float64), cm.sum(1), cm.sum(0)
+    present = support > 0
+    f1_denominator = support + predicted
+    f1 = np.divide(2 * tp, f1_denominator, out=np.zeros(n_classes), where=f1_denominator > 0)
     out = {
-        "accuracy": float(skm.accuracy_score(target, pred)),
-        "balanced_accuracy": float(skm.balanced_accuracy_score(target, pred)) if len(np.unique(target)) > 1 else float(skm.accuracy_score(target, pred)),
-        "macro_f1": float(skm.f1_score(target, pred, average="macro", labels=np.arange(probs.shape[1]), zero_division=0)),
+        "accuracy": float(tp.sum() / max(len(target), 1)),
+        "balanced_accuracy": float((tp[present] / support[present]).mean()) if present.any() else float("nan"),
+        "macro_f1": float(f1.mean()),
     }
-    if 1 < top_k < probs.shape[1]:
+    if 1 < top_k < n_classes:
         topk = np.argsort(-probs, axis=1)[:, :top_k]
         out[f"top{top_k}_accuracy"] = float((topk == target[:, None]).any(1).mean())
     return out
 
 
 def binary(prob: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    from sklearn import metrics as skm
+
     pred = (prob >= 0.5).astype(int)
     target = target.astype(int)
     out = {
@@ -39,6 +51,8 @@ def binary(prob: np.ndarray, target: np.ndarray) -> dict[str, float]:
 
 
 def multilabel(prob: np.ndarray, target: np.ndarray) -> dict[str, float]:
+    from sklearn import metrics as skm
+
     pred = (prob >= 0.5).astype(int)
     target = target.astype(int)
     has_pos = target.sum(0) > 0
@@ -70,13 +84,27 @@ def regression(pred: np.ndarray, target: np.ndarray, names: list[str]) -> dict[s
 
 def confusion_matrix(pred: np.ndarray, target: np.ndarray, n_classes: int) -> np.ndarray:
     """Rows: true class; columns: predicted class, both class indices."""
-    return skm.confusion_matrix(target.astype(int), pred.astype(int), labels=np.arange(n_classes))
+    pred, target = np.asarray(pred).astype(np.int64).ravel(), np.asarray(target).astype(np.int64).ravel()
+    if pred.size and (min(pred.min(), target.min()) < 0 or max(pred.max(), target.max()) >= n_classes):
+        raise ValueError(f"class indices must be in [0, {n_classes}), got predictions {pred.min()}..{pred.max()} "
+                         f"and targets {target.min()}..{target.max()}")
+    return np.bincount(target * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
 
 
 def classification_report(pred: np.ndarray, target: np.ndarray, labels: list[str], *, per_column: bool = False) -> dict:
-    """Per-class precision, recall, F1 and support. ``per_column``: ``pred``/``target`` are multi-hot
-    ``(n, labels)``; else class indices ``(n,)``."""
-    idx = None if per_column else np.arange(len(labels))
-    p, r, f, s = skm.precision_recall_fscore_support(target.astype(int), pred.astype(int), labels=idx, zero_division=0)
-    return {name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+    """Per-class precision, recall, F1 and support (0 where a ratio has nothing to count). ``per_column``:
+    ``pred``/``target`` are multi-hot ``(n, labels)``; else class indices ``(n,)``."""
+    if per_column:
+        pred, target = pred.astype(bool), target.astype(bool)
+        tp, predicted, support = (pred & target).sum(0), pred.sum(0), target.sum(0)
+    else:
+        n = max(len(labels), int(max(pred.max(initial=0), target.max(initial=0))) + 1)  # a binary task may name one
+        cm = confusion_matrix(pred, target, n)
+        tp, predicted, support = np.diag(cm)[:len(labels)], cm.sum(0)[:len(labels)], cm.sum(1)[:len(labels)]
+
+    def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+        return np.divide(num, den, out=np.zeros(len(num)), where=den > 0)
+
+    p, r, f = ratio(tp, predicted), ratio(tp, support), ratio(2 * tp, predicted + support)
+    return {name: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(support[i])}
             for i, name in enumerate(labels)}
