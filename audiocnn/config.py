@@ -282,6 +282,9 @@ class TrainerConfig:
     checkpoint_every_steps: int = 0
     """Also write ``checkpoints/last.pt`` every this many steps within an epoch (long epochs, preemptible
     machines); ``--resume`` continues from that step with the same batches. 0: at the end of each epoch only."""
+    keep_epochs: bool = False
+    """Also keep every epoch's checkpoint, ``checkpoints/epoch_NNN.pt`` (learning-curve studies, averaging weights
+    afterwards, test accuracy after each epoch: ``audiocnn evaluate RUN --checkpoint RUN/checkpoints/epoch_005.pt``)."""
     progress: Literal["auto", "always", "never"] = "auto"
     """Progress bars: ``auto`` shows them only on a terminal."""
     log_every_s: float = 30.0
@@ -302,7 +305,7 @@ class TrainerConfig:
 
 RESUME_KEYS = ("trainer.epochs", "trainer.early_stopping", "trainer.report", "trainer.progress",
                "trainer.log_every_s", "trainer.loggers", "trainer.device", "trainer.top_k",
-               "trainer.checkpoint_every_steps", "trainer.threads")
+               "trainer.checkpoint_every_steps", "trainer.threads", "trainer.keep_epochs")
 """The keys ``audiocnn train --resume RUN key=value`` may change: none changes the model or the data."""
 
 

@@ -59,6 +59,27 @@ def test_run_folder_layout(tmp_path):
     assert Path.cwd() != run
 
 
+def test_keep_epochs_writes_each_epochs_weights(tmp_path):
+    """``trainer.keep_epochs``: epoch_NNN.pt per epoch; evaluating epoch 1's on val gives epoch 1's val metrics."""
+    from audiocnn.core.checkpoint import load_checkpoint
+    from audiocnn.evaluation.evaluate import evaluate_run
+
+    cfg = load_config(ROOT / "recipes" / "quickstart.yaml", tiny_overrides(tmp_path, "trainer.epochs=3",
+                                                                           "trainer.keep_epochs=true"))
+    run = train(cfg, quiet=True)
+    kept = sorted(p.name for p in (run / "checkpoints").glob("epoch_*.pt"))
+    assert kept == ["epoch_001.pt", "epoch_002.pt", "epoch_003.pt"]
+    states = [load_checkpoint(run / "checkpoints" / name) for name in kept]
+    assert [s["epoch"] for s in states] == [1, 2, 3]
+    last = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(states[2]["model"][k], last[k]) for k in last)
+    assert not all(torch.equal(states[0]["model"][k], last[k]) for k in last)
+    row = read_metrics(run)[0]
+    got = evaluate_run(run, split="val", checkpoint=str(run / "checkpoints" / kept[0]), quiet=True)
+    assert got["accuracy"] == pytest.approx(float(row["val_accuracy"]))
+    assert got["loss"] == pytest.approx(float(row["val_loss"]), rel=1e-4)
+
+
 def _train_cmd(tmp_path, *args):
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     return subprocess.Popen([sys.executable, "-m", "audiocnn", "train", *args], cwd=tmp_path, env=env,

@@ -398,7 +398,7 @@ def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path |
     ckpt_dir = run_dir / "checkpoints"
 
     def save(epoch_done: int, row: dict, *, improved: bool, step: int = 0, sums: dict | None = None) -> None:
-        """last.pt (and best.pt when ``improved``): after ``epoch_done`` epochs and ``step`` steps of the next,
+        """last.pt (and best.pt when ``improved``; at an epoch's end with ``trainer.keep_epochs``, epoch_NNN.pt): after ``epoch_done`` epochs and ``step`` steps of the next,
         with every process's running sums of that epoch (``sums``) and random states."""
         rng = ctx.all_gather_object(capture_rng(train_loader.generator))
         partial = ctx.all_gather_object(sums) if step else None
@@ -416,6 +416,8 @@ def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path |
             if improved:
                 save_checkpoint(ckpt_dir / "best.pt", **ckpt)
             save_checkpoint(ckpt_dir / "last.pt", **ckpt)
+            if tr.keep_epochs and not step:
+                save_checkpoint(ckpt_dir / f"epoch_{epoch_done:03d}.pt", **ckpt)
         except WriteFailure as e:  # last.pt still holds the one before
             raise _unsaved(e, run_dir, saved=epoch_done) from e
 
