@@ -1,7 +1,7 @@
 """Filterbanks and windows the front-ends are built from, in NumPy and torch alone.
 
 librosa's definitions, computed here so that building a front-end does not import librosa and scipy.signal (about
-2 s of every command's start-up); tests/test_frontends.py checks them against ``librosa.filters.mel`` and
+2 s of every command's start-up); tests/test_features.py checks them against ``librosa.filters.mel`` and
 ``scipy.signal.get_window``.
 
 - :func:`mel_frequencies`: ``librosa.mel_frequencies`` (Slaney's auditory toolbox scale, or HTK's).
@@ -72,8 +72,8 @@ def mel_filters(*, sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float, h
     return weights.astype(np.float32)
 
 
-_TORCH_WINDOWS = {
-    "hann": torch.hann_window, "hanning": torch.hann_window, "hamming": torch.hamming_window,
+_TORCH_WINDOWS = {  # names scipy.signal.get_window takes, each tested against it
+    "hann": torch.hann_window, "hamming": torch.hamming_window,
     "blackman": torch.blackman_window, "bartlett": torch.bartlett_window,
     "boxcar": lambda n, **kw: torch.ones(n, dtype=kw["dtype"]),
     "rectangular": lambda n, **kw: torch.ones(n, dtype=kw["dtype"]),
