@@ -398,8 +398,9 @@ def _train(cfg: Config, ctx: DistContext, *, state: dict | None, run_dir: Path |
     ckpt_dir = run_dir / "checkpoints"
 
     def save(epoch_done: int, row: dict, *, improved: bool, step: int = 0, sums: dict | None = None) -> None:
-        """last.pt (and best.pt when ``improved``; at an epoch's end with ``trainer.keep_epochs``, epoch_NNN.pt): after ``epoch_done`` epochs and ``step`` steps of the next,
-        with every process's running sums of that epoch (``sums``) and random states."""
+        """last.pt (and best.pt when ``improved``; at an epoch's end with ``trainer.keep_epochs``, epoch_NNN.pt):
+        after ``epoch_done`` epochs and ``step`` steps of the next, with every process's running sums of that epoch
+        (``sums``) and random states."""
         rng = ctx.all_gather_object(capture_rng(train_loader.generator))
         partial = ctx.all_gather_object(sums) if step else None
         if not ctx.is_main:  # the plain model: no DDP "module." prefix, loads with any number of processes

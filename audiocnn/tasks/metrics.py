@@ -1,8 +1,8 @@
 """Metrics per task type on numpy arrays (each :class:`~audiocnn.tasks.Task` calls its own).
 
-Multiclass metrics, the confusion matrix and the per-class report are counted here with NumPy (they run after every epoch, and importing
-scikit-learn costs two seconds of start-up); the rest are scikit-learn's, imported when first needed.
-tests/test_tasks.py checks the counted ones against scikit-learn.
+Multiclass metrics, the confusion matrix and the per-class report are counted here with NumPy (they run after every
+epoch, and importing scikit-learn costs two seconds of start-up); the rest are scikit-learn's, imported when first
+needed. tests/test_metrics.py checks the counted ones against scikit-learn.
 
 ``outputs`` are what the model's task activation gives: class probabilities ``(n, classes)`` for
 multiclass, ``(n,)`` positive-class probabilities for binary, ``(n, labels)`` sigmoid outputs for
@@ -97,10 +97,10 @@ def classification_report(pred: np.ndarray, target: np.ndarray, labels: list[str
     if per_column:
         pred, target = pred.astype(bool), target.astype(bool)
         tp, predicted, support = (pred & target).sum(0), pred.sum(0), target.sum(0)
-    else:
-        n = max(len(labels), int(max(pred.max(initial=0), target.max(initial=0))) + 1)  # a binary task may name one
-        cm = confusion_matrix(pred, target, n)
-        tp, predicted, support = np.diag(cm)[:len(labels)], cm.sum(0)[:len(labels)], cm.sum(1)[:len(labels)]
+    else:  # counts of the named classes only (a binary task may name one)
+        pred, target = pred.astype(np.int64).ravel(), target.astype(np.int64).ravel()
+        tp, predicted, support = (np.bincount(x, minlength=len(labels))[:len(labels)]
+                                  for x in (target[pred == target], pred, target))
 
     def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
         return np.divide(num, den, out=np.zeros(len(num)), where=den > 0)
